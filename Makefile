@@ -1,0 +1,30 @@
+# The two commands of the README's quick start are `make run` and `make test`;
+# both install what they need first (idempotently, see scripts/bootstrap.sh).
+SHELL := /bin/bash
+export KEDRO_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+VENV := .venv/bin
+PIPELINE ?= vspo_prs
+
+.PHONY: install run test test-slow test-all mlflow-ui
+
+install:
+	@bash scripts/bootstrap.sh
+
+run: install
+	$(VENV)/kedro run --pipeline=$(PIPELINE)
+
+# Default test run: everything not marked slow/gpu, two workers (CI has 2 cores).
+test: install
+	$(VENV)/pytest -n 2 --dist loadfile -q
+
+# Slower tests (accelerate multi-process, kill/resume, learning curves), run separately.
+test-slow: install
+	$(VENV)/pytest -n 2 --dist loadfile -q -m slow
+
+test-all: install
+	$(VENV)/pytest -n 2 --dist loadfile -q -m "not gpu"
+
+mlflow-ui: install
+	$(VENV)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

@@ -1,0 +1,18 @@
+"""Kedro project settings: the config loader and the project's own hooks.
+
+kedro-mlflow registers itself through its entry point and owns the MLflow run of every
+``kedro run``; :class:`tirl.hooks.RunTagsHook` adds lineage tags to that run.
+"""
+
+from kedro.config import OmegaConfigLoader
+
+from tirl.hooks import RunTagsHook
+
+HOOKS = (RunTagsHook(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
+}
