@@ -62,23 +62,52 @@ def flatten(params: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict
     return out
 
 
+def _find_child(parent_id: str, name: str) -> str | None:
+    """The id of an existing child run called ``name`` under ``parent_id``, if any.
+
+    A variant's nodes (train, evaluate) run one after another; the second re-enters the
+    child run that the first opened, so each variant stays one run in the UI."""
+    exp = mlflow.get_run(parent_id).info.experiment_id
+    found = mlflow.search_runs(
+        experiment_ids=[exp], output_format="list", max_results=1,
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and "
+                      f"tags.mlflow.runName = '{name}'")
+    return found[0].info.run_id if found else None
+
+
 @contextlib.contextmanager
 def child_run(name: str, params: Mapping[str, Any] | None = None,
               tags: Mapping[str, str] | None = None) -> Iterator[None]:
     """Run the body inside a child run named ``name`` (nested under the active run).
 
     When the active run already *is* this variant (a standalone ``kedro run
-    --pipeline=<variant>``), no child is opened: one variant, one run.
+    --pipeline=<variant>``), no child is opened: one variant, one run. A child of that name
+    that already exists under the parent is resumed rather than duplicated.
     """
     active = mlflow.active_run()
-    if active is None or active.data.tags.get("mlflow.runName") == name:
+    if active is None or active.info.run_name == name:
         if active is not None:
             set_tags({"variant": name, **(tags or {})})
+            if params:
+                _log_params(params)
         yield
         return
-    parent_tags = {k: v for k, v in active.data.tags.items() if not k.startswith("mlflow.")}
-    with mlflow.start_run(run_name=name, nested=True):
+    parent_id = active.info.run_id
+    # active_run() holds the tags as of its start; read the stored run for the current ones.
+    parent_tags = {k: v for k, v in mlflow.get_run(parent_id).data.tags.items()
+                   if not k.startswith("mlflow.")}
+    existing = _find_child(parent_id, name)
+    with mlflow.start_run(run_id=existing, run_name=None if existing else name, nested=True):
         mlflow.set_tags({**parent_tags, "variant": name, **(tags or {})})
         if params:
-            mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
+            _log_params(params)
         yield
+
+
+def _log_params(params: Mapping[str, Any]) -> None:
+    # MLflow refuses to change a logged param; only log keys the run does not have yet.
+    run = mlflow.active_run()
+    have = mlflow.get_run(run.info.run_id).data.params if run else {}
+    new = {k: str(v)[:500] for k, v in flatten(params).items() if k not in have}
+    if new:
+        mlflow.log_params(new)

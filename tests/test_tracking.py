@@ -1,0 +1,50 @@
+"""tracking: metrics callback and child runs against a real (SQLite) MLflow store."""
+
+import mlflow
+import pytest
+
+from tirl import tracking
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_experiment("t")
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def test_metrics_logger_without_run_is_noop():
+    tracking.make_metrics_logger("x/")({"a": 1.0}, 0)  # must not raise or start a run
+    assert mlflow.active_run() is None
+
+
+def test_metrics_logger_drops_non_finite(store):
+    with mlflow.start_run() as run:
+        tracking.make_metrics_logger("sft/")({"loss": 1.5, "bad": float("nan"), "s": "x"}, 3)
+    data = mlflow.get_run(run.info.run_id).data
+    assert data.metrics == {"sft/loss": 1.5}
+
+
+def test_child_run_is_reentered_by_name(store):
+    with mlflow.start_run(run_name="compare") as parent:
+        mlflow.set_tag("git_commit", "abc")
+        with tracking.child_run("vspo_prs", params={"a": {"b": 1}}):
+            tracking.log_metrics({"m": 1.0})
+        with tracking.child_run("vspo_prs", params={"a": {"b": 1}, "c": 2}):
+            tracking.log_metrics({"n": 2.0})
+    children = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", output_format="list")
+    assert len(children) == 1
+    child = children[0].data
+    assert child.metrics == {"m": 1.0, "n": 2.0}
+    assert child.params == {"a.b": "1", "c": "2"}
+    assert child.tags["git_commit"] == "abc" and child.tags["variant"] == "vspo_prs"
+
+
+def test_child_run_same_name_as_active_does_not_nest(store):
+    with mlflow.start_run(run_name="vspo_prs") as run:
+        with tracking.child_run("vspo_prs"):
+            assert mlflow.active_run().info.run_id == run.info.run_id
