@@ -48,3 +48,27 @@ def test_child_run_same_name_as_active_does_not_nest(store):
     with mlflow.start_run(run_name="vspo_prs") as run:
         with tracking.child_run("vspo_prs"):
             assert mlflow.active_run().info.run_id == run.info.run_id
+
+
+def test_load_eval_summaries_rebuilds_rows(store):
+    for variant, seed, em in (("vspo_prs", 0, 0.5), ("vspo_prs", 1, 0.7), ("grpo_prs", 0, 0.2)):
+        with mlflow.start_run():
+            mlflow.set_tags({"variant": variant, "seed": str(seed)})
+            tracking.log_metrics({"eval/all/exact_match": em, "eval/single_hop/exact_match": em,
+                                  "loss/policy": 1.0})
+    with mlflow.start_run():  # a stage run without a variant tag is skipped
+        tracking.log_metrics({"eval/all/exact_match": 0.99})
+    df = tracking.load_eval_summaries("t")
+    assert len(df) == 6
+    overall = df[df.benchmark == "all"].sort_values(["variant", "seed"])
+    assert overall["exact_match"].tolist() == [0.2, 0.5, 0.7]
+    assert set(df.columns) >= {"variant", "seed", "run_id", "benchmark", "exact_match"}
+
+
+def test_log_outputs_writes_text_and_tables(store, tmp_path):
+    import pandas as pd
+    with mlflow.start_run() as run:
+        tracking.log_outputs({"eval_sample": "# hi", "eval_summary": pd.DataFrame({"a": [1]}),
+                              "rl_model": object()})
+    names = sorted(a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id))
+    assert names == ["eval_sample.md", "eval_summary.csv"]

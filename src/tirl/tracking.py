@@ -111,3 +111,51 @@ def _log_params(params: Mapping[str, Any]) -> None:
     new = {k: str(v)[:500] for k, v in flatten(params).items() if k not in have}
     if new:
         mlflow.log_params(new)
+
+
+def log_outputs(outputs: Mapping[str, Any]) -> None:
+    """Log a node's text and table outputs as artifacts of the active run.
+
+    Strings become ``<name>.md``, DataFrames ``<name>.csv``; anything else (models, figures
+    saved through the catalog) is left to the catalog.
+    """
+    if not _active():
+        return
+    import pandas as pd
+
+    for name, value in outputs.items():
+        if isinstance(value, str):
+            mlflow.log_text(value, f"{name}.md")
+        elif isinstance(value, pd.DataFrame):
+            mlflow.log_text(value.to_csv(index=False), f"{name}.csv")
+
+
+def load_eval_summaries(experiment: str = "tirl", tracking_uri: str | None = None):
+    """Evaluation summaries of every variant run in ``experiment``, rebuilt from MLflow.
+
+    One row per (run, benchmark) with columns ``variant``, ``seed``, ``run_id``,
+    ``benchmark`` and each ``eval/<benchmark>/<metric>`` metric as ``<metric>`` — the shape
+    :func:`tirl.core.eval.report.comparison_table` takes. Runs without a ``variant`` tag
+    (stage runs, parents of comparisons) are skipped.
+    """
+    import pandas as pd
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"no MLflow experiment named {experiment!r} at "
+                         f"{mlflow.get_tracking_uri()}")
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list",
+                                  filter_string="tags.variant != ''"):
+        tags = run.data.tags
+        for key, value in run.data.metrics.items():
+            parts = key.split("/")
+            if len(parts) != 3 or parts[0] != "eval":
+                continue
+            row = rows.setdefault((run.info.run_id, parts[1]), {
+                "variant": tags["variant"], "seed": int(tags.get("seed", 0)),
+                "run_id": run.info.run_id, "benchmark": parts[1]})
+            row[parts[2]] = value
+    return pd.DataFrame(list(rows.values()))

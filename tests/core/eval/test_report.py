@@ -44,3 +44,9 @@ def test_figures_render(summaries, tmp_path):
         path = tmp_path / "f.png"
         fig.savefig(path)
         assert path.stat().st_size > 1000
+
+
+def test_frame_markdown():
+    df = pd.DataFrame({"selection": ["none", "value"], "off": [0.25, float("nan")]})
+    assert report.frame_markdown(df) == (
+        "| selection | off |\n|---|---|\n| none | 0.250 |\n| value | — |\n")

@@ -128,3 +128,17 @@ def eval_bars_figure(summaries: pd.DataFrame, metric: str = "exact_match") -> pl
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def frame_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A plain Markdown table of ``frame`` (floats rounded), without extra dependencies."""
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return "—" if np.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

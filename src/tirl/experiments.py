@@ -1,0 +1,195 @@
+"""The experiment chains: the method, its baselines, the comparison and the ablation.
+
+Each *variant* is the RL stage (``vspo_update``) with a few options fixed, followed by the
+``evaluation`` stage on its checkpoint. The chains reuse the stage node functions; only the
+wiring lives here:
+
+    data_prep -> model_init -> sft -> [per variant x seed: rl -> evaluation] -> report
+
+Datasets of a variant run are namespaced ``<variant>.seed<k>.<name>`` (paths in
+``conf/base/catalog_experiments.yml``), so ``compare`` computes the shared stages once and every
+variant starts from the same SFT checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kedro.pipeline import Pipeline, node
+
+from tirl import tracking
+
+logger = logging.getLogger(__name__)
+
+#: The method and the baselines of METHOD.md section 5 (GRPO = VSPO with selection none).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "vspo_prs": {"algorithm": "vspo", "reward": "prs"},
+    "vspo_binary": {"algorithm": "vspo", "reward": "binary"},
+    "grpo_prs": {"algorithm": "grpo", "reward": "prs"},
+    "grpo_binary": {"algorithm": "grpo", "reward": "binary"},
+    "ppo_prs": {"algorithm": "ppo", "reward": "prs"},
+    "ppo_binary": {"algorithm": "ppo", "reward": "binary"},
+    "cispo_prs": {"algorithm": "cispo", "reward": "prs"},
+}
+SFT_ONLY = "sft_only"
+
+#: The paper's ablation grid: selection x clip (METHOD.md section 4, step 5).
+ABLATION: dict[str, dict[str, Any]] = {
+    f"vspo_{selection}_clip_{clip}": {"algorithm": "vspo", "reward": "prs",
+                                      "vspo": {"selection": selection, "clip": clip}}
+    for selection in ("none", "random", "value") for clip in ("off", "on")
+}
+
+SHARED_STAGES = ("data_prep", "model_init", "sft")
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``, recursing into mappings (neither is modified).
+
+    >>> deep_merge({"a": 1, "v": {"x": 1, "y": 2}}, {"v": {"y": 3}})
+    {'a': 1, 'v': {'x': 1, 'y': 3}}
+    """
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def run_name(variant: str, seed: int, seeds: Sequence[int]) -> str:
+    """MLflow run name of one (variant, seed): the variant alone when it has one seed."""
+    return variant if len(seeds) == 1 else f"{variant}/seed{seed}"
+
+
+def _variant_params_node(variant: str, overrides: Mapping[str, Any], seed: int
+                         ) -> Callable[..., dict]:
+    def variant_params(base: Mapping[str, Any], experiments: Mapping[str, Any]) -> dict:
+        """The RL parameters of this variant: stage defaults, then the variant's options,
+        then ``experiments.overrides.<variant>`` from the parameters, then the seed."""
+        merged = deep_merge(base, overrides)
+        merged = deep_merge(merged, (experiments.get("overrides") or {}).get(variant) or {})
+        merged["seed"] = seed
+        return merged
+    return variant_params
+
+
+def _in_run(name: str, fn: Callable[..., Any], tags: Mapping[str, str],
+            outputs: Sequence[str], params_arg: int | None = None) -> Callable[..., Any]:
+    """Wrap a stage node so that its metrics and its table/text outputs land in the (child)
+    MLflow run of its variant, not in the parent run of a comparison."""
+    def wrapped(*args: Any) -> Any:
+        params = args[params_arg] if params_arg is not None else None
+        with tracking.child_run(name, params=params, tags=tags):
+            result = fn(*args)
+            values = result if isinstance(result, tuple) else (result,)
+            tracking.log_outputs({o.rsplit(".", 1)[-1]: v for o, v in zip(outputs, values)})
+        return result
+    wrapped.__name__ = getattr(fn, "__name__", "node")
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+def variant_pipeline(variant: str, overrides: Mapping[str, Any], seeds: Sequence[int]
+                     ) -> Pipeline:
+    """RL + evaluation of one variant for each seed, namespaced ``<variant>.seed<k>``."""
+    from tirl.pipelines.evaluation.nodes import evaluate_model
+    from tirl.pipelines.vspo_update.nodes import train_policy
+
+    nodes = []
+    for seed in seeds:
+        ns = f"{variant}.seed{seed}"
+        name = run_name(variant, seed, seeds)
+        tags = {"variant": variant, "seed": str(seed)}
+        rl_out = [f"{ns}.rl_model", f"{ns}.rl_history"]
+        eval_out = [f"{ns}.eval_rows", f"{ns}.eval_summary", f"{ns}.eval_sample"]
+        nodes += [
+            node(_variant_params_node(variant, overrides, seed),
+                 ["params:vspo_update", "params:experiments"],
+                 f"{ns}.rl_params", name=f"{ns}.variant_params", tags=["rl", variant]),
+            node(_in_run(name, train_policy, tags, rl_out, params_arg=3),
+                 ["sft_model", "questions", "corpus", f"{ns}.rl_params"], rl_out,
+                 name=f"{ns}.train_policy", tags=["rl", variant]),
+            node(_in_run(name, evaluate_model, tags, eval_out),
+                 [f"{ns}.rl_model", "questions", "corpus", "params:evaluation"], eval_out,
+                 name=f"{ns}.evaluate", tags=["evaluation", variant]),
+        ]
+    return Pipeline(nodes)
+
+
+def sft_only_pipeline(seeds: Sequence[int]) -> Pipeline:
+    """The SFT warm start evaluated as is (one evaluation: SFT is shared by all seeds)."""
+    from tirl.pipelines.evaluation.nodes import evaluate_model
+
+    ns = f"{SFT_ONLY}.seed{seeds[0]}"
+    outputs = [f"{ns}.eval_rows", f"{ns}.eval_summary", f"{ns}.eval_sample"]
+    return Pipeline([node(_in_run(SFT_ONLY, evaluate_model, {"variant": SFT_ONLY}, outputs),
+                          ["sft_model", "questions", "corpus", "params:evaluation"], outputs,
+                          name=f"{ns}.evaluate", tags=["evaluation", SFT_ONLY])])
+
+
+def report_pipeline(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int],
+                    with_sft: bool, prefix: str) -> Pipeline:
+    """Collects every run's summary (and history) into the comparison report ``prefix``."""
+    from tirl.pipelines.report.nodes import build_report
+
+    keys = ([f"{SFT_ONLY}/seed{seeds[0]}"] if with_sft else []) + \
+        [f"{v}/seed{s}" for v in variants for s in seeds]
+    summaries = [k.replace("/", ".") + ".eval_summary" for k in keys]
+    histories = [k.replace("/", ".") + ".rl_history" for k in keys
+                 if not k.startswith(SFT_ONLY)]
+    options = {k: dict(v) for k, v in variants.items()}
+
+    def report(params: Mapping[str, Any], *frames: Any) -> Any:
+        return build_report(keys, options, params, *frames)
+
+    report.__name__ = "build_report"
+    return Pipeline([node(report, ["params:report", *summaries, *histories],
+                          [f"{prefix}.comparison_md", f"{prefix}.comparison_csv",
+                           f"{prefix}.reward_curves", f"{prefix}.zero_advantage",
+                           f"{prefix}.eval_bars", f"{prefix}.ablation_md"],
+                          name=f"{prefix}.build_report", tags=["report"])])
+
+
+def configured_seeds(conf_source: str | Path = "conf") -> list[int]:
+    """``experiments.seeds`` from the project configuration (base, then local).
+
+    Pipelines are built before Kedro resolves parameters, so the seed list, which decides the
+    shape of the graph, is read here from the same files.
+    """
+    from kedro.config import OmegaConfigLoader
+
+    try:
+        loader = OmegaConfigLoader(str(conf_source), base_env="base", default_run_env="local")
+        seeds = loader["parameters"].get("experiments", {}).get("seeds", [0])
+    except Exception as exc:  # a broken config surfaces again, clearly, when the run loads it
+        logger.debug("could not read experiments.seeds (%s); using [0]", exc)
+        seeds = [0]
+    if not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"experiments.seeds must be a non-empty list of integers, got {seeds!r}")
+    return list(seeds)
+
+
+def experiment_pipelines(stages: Mapping[str, Pipeline], seeds: Sequence[int]
+                         ) -> dict[str, Pipeline]:
+    """Every chain, keyed by its pipeline name."""
+    shared = sum((stages[s] for s in SHARED_STAGES), Pipeline([]))
+    out: dict[str, Pipeline] = {}
+    for variant, overrides in VARIANTS.items():
+        out[variant] = shared + variant_pipeline(variant, overrides, seeds)
+    out[SFT_ONLY] = shared + sft_only_pipeline(seeds)
+    out["compare"] = (shared + sft_only_pipeline(seeds)
+                      + sum((variant_pipeline(v, o, seeds) for v, o in VARIANTS.items()),
+                            Pipeline([]))
+                      + report_pipeline(VARIANTS, seeds, with_sft=True, prefix="compare"))
+    out["vspo_ablation"] = (shared
+                            + sum((variant_pipeline(v, o, seeds) for v, o in ABLATION.items()),
+                                  Pipeline([]))
+                            + report_pipeline(ABLATION, seeds, with_sft=False,
+                                              prefix="vspo_ablation"))
+    return out

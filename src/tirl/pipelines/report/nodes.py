@@ -1,0 +1,48 @@
+"""The comparison report: evaluation summaries + training histories -> tables and plots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from tirl.core.eval import report
+
+
+def _stack(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate per-run frames keyed ``<variant>/seed<k>`` into one with both columns."""
+    parts = []
+    for key, frame in frames.items():
+        if frame is None or len(frame) == 0:
+            continue
+        variant, _, seed = key.partition("/seed")
+        parts.append(frame.assign(variant=variant, seed=int(seed or 0)))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def build_report(keys: Sequence[str], variant_options: Mapping[str, Mapping[str, Any]],
+                 params: Mapping[str, Any], *frames: pd.DataFrame
+                 ) -> tuple[str, pd.DataFrame, Any, Any, Any, str]:
+    """``frames`` are the eval summaries of ``keys`` then the RL histories of the keys that
+    trained (``sft_only`` has none). Returns markdown, csv, three figures, ablation markdown."""
+    n = len(keys)
+    summaries = _stack(dict(zip(keys, frames[:n])))
+    trained = [k for k in keys if not k.startswith("sft_only")]
+    histories = _stack(dict(zip(trained, frames[n:])))
+    order = list(dict.fromkeys(k.partition("/seed")[0] for k in keys))
+    metrics = list(params.get("metrics", ["exact_match"]))
+    tables = [report.comparison_table(summaries, m, order) for m in metrics]
+    markdown = "# Comparison\n\n" + "\n".join(report.to_markdown(t, m)
+                                               for t, m in zip(tables, metrics))
+    csv = pd.concat([t.assign(metric=m) for t, m in zip(tables, metrics)], ignore_index=True)
+    ablation = report.ablation_table(summaries, {k: v.get("vspo", {}) for k, v in
+                                                  variant_options.items()}, metrics[0])
+    ablation_md = ("# VSPO ablation (selection x clip), " + metrics[0] + "\n\n" +
+                   (report.frame_markdown(ablation) if not ablation.empty else "_no ablation runs_")
+                   + "\n")
+    empty_hist = histories if not histories.empty else pd.DataFrame(
+        columns=["variant", "seed", "step"])
+    return (markdown, csv, report.reward_curves_figure(empty_hist),
+            report.zero_advantage_figure(empty_hist), report.eval_bars_figure(summaries, metrics[0]),
+            ablation_md)
