@@ -1,0 +1,182 @@
+"""Nodes of the ``prs_scoring`` stage: score rollout trajectories with PRS or the binary reward.
+
+Thin adapters: parquet rows -> :class:`~tirl.core.types.Trajectory`, score with
+:mod:`tirl.core.rewards`, return the scored table, a JSON summary and MLflow metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tirl.core.config import build_config, field_, to_dict
+from tirl.core.rewards.prs import REWARDS, RewardConfig, build_reward_fn, score_batch
+from tirl.core.types import RewardBreakdown, Trajectory
+
+logger = logging.getLogger(__name__)
+
+COMPONENTS = ("reward", "format", "quality", "exact_match", "outcome")
+SCORE_COLUMNS = ("reward", "stage", "format", "quality", "exact_match", "outcome")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """``params:prs_scoring``."""
+
+    reward: str = field_("prs", doc="registered reward name: prs | binary",
+                         choices=tuple(REWARDS))
+    step: int = field_(0, doc="training step the curriculum schedule is evaluated at", ge=0)
+    prs: dict[str, Any] = field_(default_factory=dict, doc="PRSConfig fields")
+    judge: dict[str, Any] = field_(default_factory=lambda: {"name": "rubric", "options": {}},
+                                   doc="long-form judge: {name, options}")
+    histogram_bins: int = field_(10, doc="bins of the [0, 1] histograms in reward_stats", ge=1)
+
+    def reward_config(self) -> RewardConfig:
+        return build_config(RewardConfig, {"reward": self.reward, "prs": self.prs,
+                                           "judge": self.judge}, "prs_scoring")
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays/scalars (as pyarrow hands back nested columns) -> plain Python."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+_NESTED = {"token_ids", "mask", "logprobs", "messages", "turns", "tool_calls", "parse_errors"}
+
+
+def _nested(value: Any, column: str, row: int) -> list[Any]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"rollout_trajectories row {row}, column {column!r}: not JSON "
+                             f"({exc})") from exc
+    value = _plain(value)
+    if not isinstance(value, list):
+        raise ValueError(f"rollout_trajectories row {row}, column {column!r}: expected a list, "
+                         f"got {type(value).__name__}")
+    # Dict items may themselves have been stored as JSON strings.
+    return [json.loads(v) if isinstance(v, str) and v[:1] == "{" else v for v in value]
+
+
+def trajectory_from_row(record: dict[str, Any], row: int = 0) -> Trajectory:
+    """A parquet row of ``Trajectory.to_record()`` back to a Trajectory (nested columns may
+    come back as numpy arrays or JSON strings)."""
+    names = {f.name for f in fields(Trajectory)}
+    missing = {"question_id", "sample_idx"} - set(record)
+    if missing:
+        raise ValueError(f"rollout_trajectories row {row}: missing columns {sorted(missing)}")
+    out: dict[str, Any] = {}
+    for key in names & set(record):
+        value = record[key]
+        if key in _NESTED:
+            value = _nested(value, key, row)
+        else:
+            value = _plain(value)
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+        out[key] = value
+    for key in ("token_ids", "mask", "logprobs", "messages", "turns"):
+        out.setdefault(key, [])
+    out["question_id"] = str(out["question_id"])
+    out["prompt_len"] = int(out.get("prompt_len") or 0)
+    out["sample_idx"] = int(out["sample_idx"])
+    out["finish_reason"] = out.get("finish_reason") or "eos"
+    out["parse_errors"] = [str(e) for e in out.get("parse_errors", [])]
+    return Trajectory(**out)
+
+
+def _questions_by_id(questions: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    for col in ("id", "question", "answers"):
+        if col not in questions.columns:
+            raise ValueError(f"questions: missing column {col!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for i, rec in enumerate(questions.to_dict("records")):
+        rec = {k: _plain(v) for k, v in rec.items()}
+        for key in ("answers", "facts"):
+            v = rec.get(key)
+            if isinstance(v, str):
+                rec[key] = json.loads(v) if v[:1] == "[" else [v]
+            elif v is None or (isinstance(v, float) and math.isnan(v)):
+                rec[key] = []
+        rec.setdefault("task", "short")
+        qid = str(rec["id"])
+        if qid in out:
+            raise ValueError(f"questions row {i}: duplicate id {qid!r}")
+        out[qid] = rec
+    return out
+
+
+def _histogram(values: np.ndarray, bins: int) -> dict[str, list[float]]:
+    counts, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
+
+
+def reward_statistics(scores: list[RewardBreakdown], bins: int = 10) -> dict[str, Any]:
+    """Distribution of the reward and its components, overall and per stage."""
+    table = pd.DataFrame([s.__dict__ for s in scores], columns=list(SCORE_COLUMNS))
+    n = len(table)
+
+    def summary(df: pd.DataFrame) -> dict[str, Any]:
+        out: dict[str, Any] = {"count": int(len(df)), "fraction": len(df) / n if n else 0.0}
+        for comp in COMPONENTS:
+            vals = df[comp].to_numpy(dtype=float)
+            out[comp] = {
+                "mean": float(vals.mean()) if len(vals) else 0.0,
+                "std": float(vals.std()) if len(vals) else 0.0,
+                "min": float(vals.min()) if len(vals) else 0.0,
+                "max": float(vals.max()) if len(vals) else 0.0,
+                "histogram": _histogram(vals, bins),
+            }
+        return out
+
+    return {"count": n, "overall": summary(table),
+            "by_stage": {str(s): summary(table[table["stage"] == s]) for s in (0, 1, 2)}}
+
+
+def score_trajectories(rollout_trajectories: pd.DataFrame, questions: pd.DataFrame,
+                       params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any],
+                                                        dict[str, Any]]:
+    """Score every rollout row; return (scored table, reward_stats, MLflow metrics)."""
+    config = build_config(ScoringConfig, params, "prs_scoring")
+    reward_fn = build_reward_fn(config.reward_config())
+    by_id = _questions_by_id(questions)
+    trajectories = [trajectory_from_row(rec, i) for i, rec in
+                    enumerate(rollout_trajectories.to_dict("records"))]
+    scores = score_batch(reward_fn, trajectories, by_id, step=config.step)
+
+    scored = rollout_trajectories.copy()
+    for col in SCORE_COLUMNS:
+        scored[col] = [getattr(s, col) for s in scores]
+    scored["stage"] = scored["stage"].astype("int64")
+
+    stats = reward_statistics(scores, config.histogram_bins)
+    stats["config"] = {"reward": config.reward, "step": config.step,
+                       "prs": to_dict(reward_fn.config), "judge": config.judge}
+    metrics: dict[str, Any] = {}
+    for comp in COMPONENTS:
+        metrics[f"prs_scoring/{comp}_mean"] = stats["overall"][comp]["mean"]
+    for stage, part in stats["by_stage"].items():
+        metrics[f"prs_scoring/stage_{stage}_fraction"] = part["fraction"]
+        metrics[f"prs_scoring/stage_{stage}_reward_mean"] = part["reward"]["mean"]
+    metrics_ds = {k: {"value": float(v), "step": config.step} for k, v in metrics.items()}
+    logger.info("scored %d trajectories with %s: reward mean %.4f, stages %s", len(scores),
+                config.reward, metrics["prs_scoring/reward_mean"],
+                {s: p["count"] for s, p in stats["by_stage"].items()})
+    return scored, stats, metrics_ds

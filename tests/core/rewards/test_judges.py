@@ -1,0 +1,167 @@
+"""Judge registry and the rubric judge: fact parsing, hand-worked scores, invariants."""
+
+from __future__ import annotations
+
+import doctest
+import math
+import sys
+import types
+
+import pytest
+
+import tirl.core.rewards.judges as judges_mod
+from tirl.core.config import ConfigError
+from tirl.core.rewards.judges import JUDGES, RubricJudge, make_judge, parse_fact
+
+Q = "Describe Alvar Quen."
+FACTS = ["Alvar Quen was born in Mirebrook.", "Alvar Quen works as a blacksmith."]
+REF = "Alvar Quen was born in Mirebrook and works as a blacksmith."
+
+
+def verdict(answer: str, judge: RubricJudge | None = None, facts=FACTS, ref=REF):
+    return (judge or RubricJudge()).judge(question=Q, reference=ref, answer=answer, facts=facts)
+
+
+def test_doctests() -> None:
+    result = doctest.testmod(judges_mod)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("fact, value, cue", [
+    ("Alvar Quen was born in Mirebrook.", "mirebrook", {"born"}),
+    ("Mirebrook lies in the Kesh Valley.", "kesh valley", {"mirebrook"}),
+    ("Alvar Quen was born in 1843.", "1843", {"born"}),
+    ("Alvar Quen works as a blacksmith.", "blacksmith", {"works"}),
+    ("The population of Tarsk is 12,400.", "12400", {"population", "tarsk"}),
+    ("Alvar Quen | born_in | Mirebrook", "mirebrook", {"born"}),
+    ("Alvar Quen | member_of | the Iron Guild", "iron guild", {"member"}),
+])
+def test_parse_fact(fact: str, value: str, cue: set) -> None:
+    parsed = parse_fact(fact, Q)
+    assert parsed.value == value and parsed.cue == frozenset(cue)
+
+
+def test_hand_worked_partial_coverage() -> None:
+    # one of two facts, nothing invented, no repetition, short: score = 1/2
+    v = verdict("Alvar Quen was born in Mirebrook.")
+    assert v.score == pytest.approx(0.5) and not v.match
+    assert "covered 1/2" in v.rationale
+
+
+def test_hand_worked_invented_words() -> None:
+    # content words: alvar quen born mirebrook works blacksmith tall -> 1 of 7 invented
+    v = verdict("Alvar Quen was born in Mirebrook and works as a tall blacksmith.")
+    assert v.score == pytest.approx(1 - 1 / 7)
+
+
+def test_contradiction_is_penalised_beyond_missing() -> None:
+    missing = verdict("Alvar Quen works as a blacksmith.")
+    wrong = verdict("Alvar Quen works as a blacksmith and was born in Tarsk.")
+    assert missing.score == pytest.approx(0.5)
+    assert "contradicted 1/2" in wrong.rationale
+    assert wrong.score < missing.score
+
+
+def test_empty_answer_and_fact_free_reference() -> None:
+    assert verdict("").score == 0.0 and not verdict("").match
+    # no atomic facts: each reference sentence is one fact (value = its last value phrase)
+    ref = "Alvar Quen was born in Mirebrook. He works as a blacksmith."
+    assert verdict(ref, facts=(), ref=ref).score == 1.0
+    assert verdict("He works as a blacksmith.", facts=(), ref=ref).score == pytest.approx(0.5)
+
+
+def test_length_factor_hand_worked() -> None:
+    # reference 9 normalised tokens; the reference repeated 3 times (27 tokens): length
+    # factor exp(1 - 27 / 18) = e^-0.5, repetition = 1 - 9 unique / 25 trigrams... the
+    # score is at most the length factor whatever the penalties.
+    v = verdict(" ".join([REF] * 3))
+    assert v.score <= math.exp(-0.5) + 1e-12
+
+
+def test_threshold_and_weights_are_real_options() -> None:
+    answer = "Alvar Quen was born in Mirebrook."  # score 0.5
+    assert make_judge("rubric", threshold=0.5).judge(question=Q, reference=REF, answer=answer,
+                                                     facts=FACTS).match
+    lenient = make_judge("rubric", w_invented=0.0)
+    invented = "Alvar Quen was born in Mirebrook and works as a tall blacksmith."
+    assert lenient.judge(question=Q, reference=REF, answer=invented, facts=FACTS).score == 1.0
+
+
+def test_deterministic_and_cached() -> None:
+    judge = RubricJudge()
+    first = verdict("Alvar Quen was born in Mirebrook.", judge)
+    second = verdict("Alvar Quen was born in Mirebrook.", judge)
+    assert first == second
+    assert judge.cache_info().hits == 1
+    uncached = RubricJudge(cache_size=0)
+    assert verdict("Alvar Quen was born in Mirebrook.", uncached) == first
+
+
+def test_scores_in_unit_interval() -> None:
+    for answer in ["x", REF, REF * 5, "Tarsk Tarsk Tarsk", Q, "born born born born"]:
+        v = verdict(answer)
+        assert 0.0 <= v.score <= 1.0 and v.match == (v.score >= 0.7)
+
+
+def test_registry_unknown_name_and_bad_option() -> None:
+    assert {"rubric", "openai", "transformers"} <= set(JUDGES)
+    with pytest.raises(ValueError, match="rubric"):
+        make_judge("gpt")
+    with pytest.raises(ConfigError, match="judge.options.treshold"):
+        make_judge("rubric", treshold=0.5)
+
+
+@pytest.mark.parametrize("name, cls", [("openai", "OpenAIJudge"),
+                                       ("transformers", "TransformersJudge")])
+def test_llm_judges_are_built_by_lazy_import(name: str, cls: str, monkeypatch) -> None:
+    # A stand-in llm_judge module: the registry must import it only when asked and pass the
+    # options through unchanged.
+    fake = types.ModuleType("tirl.core.rewards.llm_judge")
+
+    class Stub:
+        def __init__(self, **options):
+            self.options = options
+
+    setattr(fake, cls, Stub)
+    monkeypatch.setitem(sys.modules, "tirl.core.rewards.llm_judge", fake)
+    judge = make_judge(name, model="m", timeout_s=3)
+    assert isinstance(judge, Stub) and judge.options == {"model": "m", "timeout_s": 3}
+
+
+def test_llm_judge_missing_class_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tirl.core.rewards.llm_judge",
+                        types.ModuleType("tirl.core.rewards.llm_judge"))
+    with pytest.raises(ImportError, match="OpenAIJudge"):
+        make_judge("openai")
+
+
+# --- on the built-in world's own long-form questions (facts written by the generator) ------
+
+
+@pytest.fixture(scope="module")
+def world_long_questions() -> list[dict]:
+    generator = pytest.importorskip("tirl.core.world.generator")
+    world = generator.generate_world(generator.WorldConfig())
+    records = (world.questions.to_dict("records") if hasattr(world.questions, "to_dict")
+               else list(world.questions))
+    long = [r for r in records if r["task"] == "long"]
+    assert long, "the world generator produced no long-form questions"
+    return long
+
+
+def test_world_references_match_and_other_entities_do_not(world_long_questions) -> None:
+    judge = RubricJudge()
+    n = len(world_long_questions)
+    for i, q in enumerate(world_long_questions):
+        ref, facts = q["answers"][0], list(q["facts"])
+        own = judge.judge(question=q["question"], reference=ref, answer=ref, facts=facts)
+        assert own.score == 1.0 and own.match, (q["question"], own.rationale)
+        sentences = [s.strip() for s in ref.split(". ") if s.strip()]
+        shuffled = ". ".join(reversed(sentences))
+        assert judge.judge(question=q["question"], reference=ref, answer=shuffled,
+                           facts=facts).score == 1.0
+        other = world_long_questions[(i + n // 2) % n]
+        if other["answers"][0] != ref:
+            wrong = judge.judge(question=q["question"], reference=ref,
+                                answer=other["answers"][0], facts=facts)
+            assert not wrong.match, (q["question"], other["answers"][0], wrong.rationale)

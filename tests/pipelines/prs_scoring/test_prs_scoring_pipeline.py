@@ -1,0 +1,149 @@
+"""The prs_scoring stage on an in-memory catalog, with trajectories built here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from tirl.core.config import ConfigError, build_config
+from tirl.core.types import Trajectory
+from tirl.pipelines.prs_scoring import create_pipeline
+from tirl.pipelines.prs_scoring.nodes import (
+    SCORE_COLUMNS,
+    ScoringConfig,
+    score_trajectories,
+    trajectory_from_row,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+REF = "Alvar Quen was born in Mirebrook and works as a blacksmith."
+QUESTIONS = pd.DataFrame([
+    {"id": "s1", "question": "Where was Alvar Quen born?", "answers": ["Mirebrook"],
+     "split": "train", "task": "short", "qtype": "single_hop", "facts": [], "source": "world"},
+    {"id": "l1", "question": "Describe Alvar Quen.", "answers": [REF], "split": "train",
+     "task": "long", "qtype": "description", "source": "world",
+     "facts": ["Alvar Quen was born in Mirebrook.", "Alvar Quen works as a blacksmith."]},
+])
+
+
+def traj(qid: str, idx: int, answer: str | None, finish: str,
+         errors: tuple[str, ...] = ()) -> Trajectory:
+    return Trajectory(
+        question_id=qid, sample_idx=idx, prompt_len=3, token_ids=[1, 2, 3, 4, 5],
+        mask=[0, 0, 0, 1, 1], logprobs=[0.0, 0.0, 0.0, -0.5, -0.25],
+        messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        turns=[{"role": "assistant", "start": 3, "end": 5, "parse_errors": list(errors)}],
+        tool_calls=[{"name": "search", "arguments": {"query": "x"}, "ok": True, "error": None}],
+        answer=answer, finish_reason=finish, parse_errors=list(errors))
+
+
+TRAJECTORIES = [
+    traj("s1", 0, "Mirebrook", "answer"),                    # stage 2, EM -> 1.0
+    traj("s1", 1, "Mirebrook town", "answer"),               # stage 2, S = 0.5 -> 0.6
+    traj("s1", 2, None, "max_turns"),                        # stage 1 -> 0.1
+    traj("s1", 3, None, "invalid", ("invalid_json",)),       # stage 0 -> 0.0
+    traj("l1", 0, REF, "answer"),                            # stage 2, judge 1.0 -> 1.0
+    traj("l1", 1, "Alvar Quen was born in Mirebrook.", "answer"),  # judge 0.5 -> 0.6
+]
+EXPECTED_REWARD = [1.0, 0.6, 0.1, 0.0, 1.0, 0.6]
+PARAMS = {"reward": "prs", "step": 0, "prs": {"schedule": False},
+          "judge": {"name": "rubric", "options": {}}, "histogram_bins": 5}
+
+
+def rollout_frame(tmp_path: Path, mode: str = "items") -> pd.DataFrame:
+    """Write and read back parquet, so nested columns come back as numpy arrays.
+
+    ``items``: the rollout stage's layout (each dict of messages/turns/tool_calls a JSON
+    string); ``column``: each of those whole columns one JSON string; ``native``: messages and
+    turns as pyarrow structs (tool_calls items still JSON: their argument dicts vary).
+    """
+    records = [t.to_record() for t in TRAJECTORIES]
+    for r in records:
+        for key in ("messages", "turns", "tool_calls"):
+            if mode == "column":
+                r[key] = json.dumps(r[key])
+            elif mode == "items" or key == "tool_calls":
+                r[key] = [json.dumps(item, sort_keys=True) for item in r[key]]
+    path = tmp_path / "rollouts.parquet"
+    pd.DataFrame(records).to_parquet(path)
+    return pd.read_parquet(path)
+
+
+MODES = ["items", "column", "native"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rows_round_trip_to_trajectories(tmp_path: Path, mode: str) -> None:
+    frame = rollout_frame(tmp_path, mode)
+    back = [trajectory_from_row(r, i) for i, r in enumerate(frame.to_dict("records"))]
+    assert [b.to_record() for b in back] == [t.to_record() for t in TRAJECTORIES]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pipeline_scores_and_summarises(tmp_path: Path, mode: str) -> None:
+    catalog = DataCatalog({
+        "rollout_trajectories": MemoryDataset(rollout_frame(tmp_path, mode)),
+        "questions": MemoryDataset(QUESTIONS),
+        "params:prs_scoring": MemoryDataset(PARAMS),
+        "scored_trajectories": MemoryDataset(),
+        "reward_stats": MemoryDataset(),
+        "prs_scoring_metrics": MemoryDataset(),
+    })
+    SequentialRunner().run(create_pipeline(), catalog)
+    scored = catalog["scored_trajectories"].load()
+    stats = catalog["reward_stats"].load()
+    metrics = catalog["prs_scoring_metrics"].load()
+
+    assert set(SCORE_COLUMNS) <= set(scored.columns)
+    assert scored["reward"].tolist() == pytest.approx(EXPECTED_REWARD)
+    assert scored["stage"].tolist() == [2, 2, 1, 0, 2, 2]
+    assert scored["exact_match"].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert scored["outcome"].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    scored.to_parquet(tmp_path / "scored.parquet")  # the output stays parquet-writable
+
+    assert stats["count"] == 6
+    assert {s: stats["by_stage"][s]["count"] for s in "012"} == {"0": 1, "1": 1, "2": 4}
+    assert stats["by_stage"]["2"]["reward"]["mean"] == pytest.approx(0.8)
+    hist = stats["overall"]["reward"]["histogram"]
+    assert hist["edges"] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    # 0.0 and 0.1 in the first bin, the two 1.0 in the last (closed) one; 0.6 = 0.2 + 0.8 *
+    # 0.5 sits on a bin edge, so only the total is asserted for it.
+    assert (hist["counts"][0], hist["counts"][-1], sum(hist["counts"])) == (2, 2, 6)
+    json.dumps(stats)  # JSON-serialisable as written by json.JSONDataset
+    assert metrics["prs_scoring/reward_mean"] == {"value": pytest.approx(3.3 / 6), "step": 0}
+    assert metrics["prs_scoring/stage_0_fraction"]["value"] == pytest.approx(1 / 6)
+
+
+def test_binary_reward_and_schedule_step(tmp_path: Path) -> None:
+    frame = rollout_frame(tmp_path)
+    scored, _, _ = score_trajectories(frame, QUESTIONS, {**PARAMS, "reward": "binary"})
+    assert scored["reward"].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ramp = {**PARAMS, "prs": {"ramp_steps": 100}, "step": 50}
+    scored, stats, _ = score_trajectories(frame, QUESTIONS, ramp)
+    # step 50 of 100: r_format 0.3, r_answer 0.5 -> S = 0.5 gives 0.75
+    assert scored["reward"].tolist() == pytest.approx([1.0, 0.75, 0.3, 0.0, 1.0, 0.75])
+    assert stats["config"]["step"] == 50
+
+
+def test_unknown_question_and_bad_params(tmp_path: Path) -> None:
+    frame = rollout_frame(tmp_path)
+    with pytest.raises(KeyError, match="'s1'"):
+        score_trajectories(frame, QUESTIONS[QUESTIONS["id"] == "l1"], PARAMS)
+    with pytest.raises(ConfigError, match="prs_scoring.reward"):
+        score_trajectories(frame, QUESTIONS, {**PARAMS, "reward": "bleu"})
+    with pytest.raises(ConfigError, match="prs_scoring.prs.r_answer"):
+        score_trajectories(frame, QUESTIONS, {**PARAMS, "prs": {"r_answer": 2}})
+
+
+@pytest.mark.parametrize("env", ["base", "test"])
+def test_shipped_parameters_build(env: str) -> None:
+    params = yaml.safe_load((ROOT / "conf" / env / "parameters_prs_scoring.yml").read_text())
+    cfg = build_config(ScoringConfig, params["prs_scoring"], "prs_scoring")
+    reward_cfg = cfg.reward_config()
+    assert reward_cfg.reward == "prs" and reward_cfg.judge.name == "rubric"
