@@ -1,0 +1,205 @@
+"""data_prep nodes: thin adapters from parameters and catalog objects to tirl.core.
+
+Order of the stage (pipeline.py): load or generate the sources -> validate questions and
+corpus -> build gold trajectories -> validate them (the report is a catalog output, saved
+whatever the result) -> publish. Only ``publish`` returns the tables that the catalog writes
+to data/03_primary, and it raises when validation failed, so a failed run leaves earlier
+outputs untouched and still saves the report that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from tirl.core.config import build_config, field_
+from tirl.core.data import gold as G
+from tirl.core.data import loaders as L
+from tirl.core.data import validation as V
+from tirl.core.types import GOLD_COLUMNS, PASSAGE_COLUMNS, QUESTION_COLUMNS, SPLITS
+from tirl.core.world.generator import WorldConfig, generate_world
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("world", "flashrag")
+CORPUS_SOURCES = ("world", "flashrag", "wiki")
+
+
+@dataclass(frozen=True)
+class FlashragConfig:
+    questions_path: str | None = field_(None, doc="FlashRAG/Search-R1 QA JSONL file")
+    corpus_path: str | None = field_(None, doc="FlashRAG corpus JSONL (id, contents)")
+    split: str = field_("test", doc="split label given to the file's questions", choices=SPLITS)
+    keep_world_questions: bool = field_(
+        True, doc="also keep the world's questions (its train/val feed SFT and RL)")
+
+
+@dataclass(frozen=True)
+class WikiConfig:
+    path: str | None = field_(None, doc="summaries JSON; null: the installed package's file")
+    lang: str = field_("en-us", doc="language of the package's data file")
+    max_passages: int | None = field_(None, doc="keep the first N articles by title", ge=1)
+
+
+@dataclass(frozen=True)
+class GoldConfig:
+    splits: list[str] = field_(default_factory=lambda: ["train", "val"],
+                               doc="splits that get gold trajectories")
+    top_k: int = field_(3, doc="passages per search in the gold chats", ge=1)
+    max_passage_tokens: int | None = field_(None, doc="truncate each passage (None: whole)",
+                                            ge=1)
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad:
+            raise ValueError(f"gold.splits: {bad} not in {list(SPLITS)}")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    questions: list[dict[str, Any]] = field_(doc="GX suite for the question table")
+    corpus: list[dict[str, Any]] = field_(doc="GX suite for the corpus")
+    gold: list[dict[str, Any]] = field_(doc="GX suite for the gold trajectories")
+    max_examples: int = field_(5, doc="offending rows listed per failed expectation", ge=1)
+
+
+@dataclass(frozen=True)
+class DataPrepConfig:
+    validation: ValidationConfig = field_(doc="expectation suites (see docs/data.md)")
+    source: str = field_("world", doc="where questions come from", choices=SOURCES)
+    corpus: str = field_("auto", doc="corpus sources joined with '+', or 'auto'")
+    world: WorldConfig = field_(default_factory=WorldConfig, doc="built-in world")
+    flashrag: FlashragConfig = field_(default_factory=FlashragConfig, doc="user QA file")
+    wiki: WikiConfig = field_(default_factory=WikiConfig, doc="Wikipedia corpus")
+    gold: GoldConfig = field_(default_factory=GoldConfig, doc="gold trajectories")
+
+    def __post_init__(self) -> None:
+        if self.source == "flashrag" and not self.flashrag.questions_path:
+            raise ValueError("source is 'flashrag' but flashrag.questions_path is not set")
+        for part in self.corpus_sources:
+            if part not in CORPUS_SOURCES:
+                raise ValueError(f"corpus: {part!r} is not one of {list(CORPUS_SOURCES)} "
+                                 "(join several with '+', e.g. 'world+wiki')")
+        if "flashrag" in self.corpus_sources and not self.flashrag.corpus_path:
+            raise ValueError("corpus includes 'flashrag' but flashrag.corpus_path is not set")
+
+    @property
+    def corpus_sources(self) -> tuple[str, ...]:
+        if self.corpus == "auto":
+            if self.source == "flashrag" and self.flashrag.corpus_path:
+                return ("flashrag",)
+            return ("world",)
+        return tuple(p.strip() for p in self.corpus.split("+"))
+
+    @property
+    def needs_world(self) -> bool:
+        return (self.source == "world" or "world" in self.corpus_sources
+                or self.flashrag.keep_world_questions)
+
+
+def build_data_prep_config(params: dict[str, Any]) -> DataPrepConfig:
+    return build_config(DataPrepConfig, params, "data_prep")
+
+
+# --- nodes ---------------------------------------------------------------------------------
+
+
+def load_sources(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Generate the world and/or read the user's files -> (questions, corpus, world kb)."""
+    cfg = build_data_prep_config(params)
+    world = generate_world(cfg.world) if cfg.needs_world else None
+    kb = world.kb if world is not None else {"seed": None, "entities": [], "plans": {},
+                                             "heldout_entities": []}
+    parts = []
+    if cfg.source == "world" or cfg.flashrag.keep_world_questions:
+        parts.append(world.questions)
+    if cfg.source == "flashrag":
+        parts.append(L.load_flashrag_questions(cfg.flashrag.questions_path,
+                                               split=cfg.flashrag.split))
+    questions = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+    corpora = []
+    for part in cfg.corpus_sources:
+        if part == "world":
+            corpora.append(world.corpus)
+        elif part == "flashrag":
+            corpora.append(L.load_flashrag_corpus(cfg.flashrag.corpus_path))
+        else:
+            corpora.append(L.load_wiki_corpus(cfg.wiki.path, lang=cfg.wiki.lang,
+                                              max_passages=cfg.wiki.max_passages))
+    corpus = pd.concat(corpora, ignore_index=True) if len(corpora) > 1 else corpora[0]
+    return (questions[list(QUESTION_COLUMNS)], corpus[list(PASSAGE_COLUMNS)], kb)
+
+
+def validate_sources(questions: pd.DataFrame, corpus: pd.DataFrame,
+                     params: dict[str, Any]) -> dict[str, Any]:
+    """GX-validate the question table and the corpus (report only; never raises on data)."""
+    cfg = build_data_prep_config(params)
+    return V.validate_tables({
+        "questions": (V.derive_questions(questions), cfg.validation.questions),
+        "corpus": (V.derive_corpus(corpus), cfg.validation.corpus),
+    }, max_examples=cfg.validation.max_examples)
+
+
+def build_gold(questions: pd.DataFrame, corpus: pd.DataFrame, world_kb: dict[str, Any],
+               source_report: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """Gold trajectories of the configured splits, searching the corpus with BM25.
+
+    Skipped (empty table) when the sources failed validation: the search index would be
+    built on broken data and the run stops at ``publish`` anyway.
+    """
+    cfg = build_data_prep_config(params)
+    if not source_report["success"]:
+        log.warning("sources failed validation: gold trajectories not built")
+        return pd.DataFrame(columns=list(GOLD_COLUMNS))
+    from tirl.core.tools.search import build_search_tool
+
+    tool = build_search_tool(corpus, kind="bm25", top_k=cfg.gold.top_k,
+                             max_passage_tokens=cfg.gold.max_passage_tokens)
+    plans = world_kb.get("plans", {})
+    wanted = questions[questions["split"].isin(cfg.gold.splits)]
+    queries = sorted({q for qid in wanted["id"] if qid in plans for q in plans[qid]["queries"]}
+                     | {q for qid, q in zip(wanted["id"], wanted["question"])
+                        if qid not in plans})
+    # One batched retrieval for every distinct query instead of one call per turn.
+    cache = dict(zip(queries, tool.search_batch(queries))) if queries else {}
+    gold = G.build_gold_trajectories(questions, plans, cache.__getitem__,
+                                     splits=cfg.gold.splits)
+    log.info("gold trajectories: %d (answer found by search in %.1f%% of short-form ones)",
+             len(gold), 100 * G.answer_coverage(gold, questions) if len(gold) else 0.0)
+    return gold
+
+
+def validate_gold(gold: pd.DataFrame, questions: pd.DataFrame, source_report: dict[str, Any],
+                  params: dict[str, Any]) -> dict[str, Any]:
+    """Validate the gold table and merge its report into the sources' (the saved report)."""
+    cfg = build_data_prep_config(params)
+    report = {"success": source_report["success"], "tables": dict(source_report["tables"])}
+    if source_report["success"]:
+        rep = V.validate(V.derive_gold(gold, list(questions["id"])), cfg.validation.gold,
+                         "gold", max_examples=cfg.validation.max_examples)
+        report["tables"]["gold"] = rep
+        report["success"] = rep["success"]
+    report["counts"] = {
+        "questions": {f"{s}/{t}": int(n) for (s, t), n in
+                      questions.groupby(["split", "qtype"]).size().items()},
+        "passages": int(source_report["tables"]["corpus"]["n_rows"]),
+        "gold_trajectories": int(len(gold)),
+    }
+    return report
+
+
+def publish(questions: pd.DataFrame, corpus: pd.DataFrame, gold: pd.DataFrame,
+            world_kb: dict[str, Any], report: dict[str, Any]
+            ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Pass the validated tables on to the catalog, or stop the run if validation failed.
+
+    Raises :class:`tirl.core.data.validation.DataValidationError` naming each failed
+    expectation and a few offending rows; nothing downstream is then written.
+    """
+    V.raise_if_failed(report)
+    return (questions.reset_index(drop=True), corpus.reset_index(drop=True),
+            gold.reset_index(drop=True), world_kb)
