@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kedro.pipeline import Pipeline, node
+import pandas as pd
+from kedro.pipeline import Pipeline, node, pipeline
 
 from tirl import tracking
 
 logger = logging.getLogger(__name__)
 
 #: The method and the baselines of METHOD.md section 5 (GRPO = VSPO with selection none).
+#: Each maps to :class:`tirl.core.rl.trainer.TrainConfig` options (``vspo_update.train``).
 VARIANTS: dict[str, dict[str, Any]] = {
     "vspo_prs": {"algorithm": "vspo", "reward": "prs"},
     "vspo_binary": {"algorithm": "vspo", "reward": "binary"},
@@ -70,11 +73,13 @@ def run_name(variant: str, seed: int, seeds: Sequence[int]) -> str:
 def _variant_params_node(variant: str, overrides: Mapping[str, Any], seed: int
                          ) -> Callable[..., dict]:
     def variant_params(base: Mapping[str, Any], experiments: Mapping[str, Any]) -> dict:
-        """The RL parameters of this variant: stage defaults, then the variant's options,
-        then ``experiments.overrides.<variant>`` from the parameters, then the seed."""
-        merged = deep_merge(base, overrides)
+        """The ``vspo_update`` parameters of this variant: stage defaults, then the variant's
+        training options, then ``experiments.overrides.<variant>`` (same shape as
+        ``vspo_update``), then the seed and a checkpoint folder of its own."""
+        merged = deep_merge(base, {"train": overrides})
         merged = deep_merge(merged, (experiments.get("overrides") or {}).get(variant) or {})
-        merged["seed"] = seed
+        merged.setdefault("train", {})["seed"] = seed
+        merged["run_name"] = f"{variant}/seed{seed}"
         return merged
     return variant_params
 
@@ -99,38 +104,48 @@ def variant_pipeline(variant: str, overrides: Mapping[str, Any], seeds: Sequence
                      ) -> Pipeline:
     """RL + evaluation of one variant for each seed, namespaced ``<variant>.seed<k>``."""
     from tirl.pipelines.evaluation.nodes import evaluate_model
-    from tirl.pipelines.vspo_update.nodes import train_policy
+    from tirl.pipelines.vspo_update.nodes import run_vspo_update
 
-    nodes = []
+    def train_policy(*args: Any) -> tuple[Any, pd.DataFrame]:
+        model, history = run_vspo_update(*args)
+        return model, pd.DataFrame(history)
+
+    shared_inputs = {"sft_model", "questions", "corpus"}
+    shared_params = {"params:vspo_update", "params:experiments", "params:evaluation"}
+    out = Pipeline([])
     for seed in seeds:
-        ns = f"{variant}.seed{seed}"
         name = run_name(variant, seed, seeds)
         tags = {"variant": variant, "seed": str(seed)}
-        rl_out = [f"{ns}.rl_model", f"{ns}.rl_history"]
-        eval_out = [f"{ns}.eval_rows", f"{ns}.eval_summary", f"{ns}.eval_sample"]
-        nodes += [
+        rl_out = ["rl_model", "rl_history"]
+        eval_out = ["eval_rows", "eval_summary", "eval_sample"]
+        inner = Pipeline([
             node(_variant_params_node(variant, overrides, seed),
-                 ["params:vspo_update", "params:experiments"],
-                 f"{ns}.rl_params", name=f"{ns}.variant_params", tags=["rl", variant]),
+                 ["params:vspo_update", "params:experiments"], "rl_params",
+                 name="variant_params", tags=["rl", variant]),
             node(_in_run(name, train_policy, tags, rl_out, params_arg=3),
-                 ["sft_model", "questions", "corpus", f"{ns}.rl_params"], rl_out,
-                 name=f"{ns}.train_policy", tags=["rl", variant]),
+                 ["sft_model", "questions", "corpus", "rl_params"], rl_out,
+                 name="train_policy", tags=["rl", variant]),
             node(_in_run(name, evaluate_model, tags, eval_out),
-                 [f"{ns}.rl_model", "questions", "corpus", "params:evaluation"], eval_out,
-                 name=f"{ns}.evaluate", tags=["evaluation", variant]),
-        ]
-    return Pipeline(nodes)
+                 ["rl_model", "questions", "corpus", "params:evaluation"], eval_out,
+                 name="evaluate", tags=["evaluation", variant]),
+        ])
+        # Kedro prefixes every other dataset and node with the namespace
+        # (``vspo_prs.seed0.rl_model``); the shared inputs and parameters stay as they are.
+        out += pipeline(inner, namespace=f"{variant}.seed{seed}", inputs=shared_inputs,
+                        parameters=shared_params)
+    return out
 
 
 def sft_only_pipeline(seeds: Sequence[int]) -> Pipeline:
     """The SFT warm start evaluated as is (one evaluation: SFT is shared by all seeds)."""
     from tirl.pipelines.evaluation.nodes import evaluate_model
 
-    ns = f"{SFT_ONLY}.seed{seeds[0]}"
-    outputs = [f"{ns}.eval_rows", f"{ns}.eval_summary", f"{ns}.eval_sample"]
-    return Pipeline([node(_in_run(SFT_ONLY, evaluate_model, {"variant": SFT_ONLY}, outputs),
-                          ["sft_model", "questions", "corpus", "params:evaluation"], outputs,
-                          name=f"{ns}.evaluate", tags=["evaluation", SFT_ONLY])])
+    outputs = ["eval_rows", "eval_summary", "eval_sample"]
+    inner = Pipeline([node(_in_run(SFT_ONLY, evaluate_model, {"variant": SFT_ONLY}, outputs),
+                           ["sft_model", "questions", "corpus", "params:evaluation"], outputs,
+                           name="evaluate", tags=["evaluation", SFT_ONLY])])
+    return pipeline(inner, namespace=f"{SFT_ONLY}.seed{seeds[0]}",
+                    inputs={"sft_model", "questions", "corpus"}, parameters={"params:evaluation"})
 
 
 def report_pipeline(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int],
@@ -149,11 +164,18 @@ def report_pipeline(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[i
         return build_report(keys, options, params, *frames)
 
     report.__name__ = "build_report"
-    return Pipeline([node(report, ["params:report", *summaries, *histories],
-                          [f"{prefix}.comparison_md", f"{prefix}.comparison_csv",
-                           f"{prefix}.reward_curves", f"{prefix}.zero_advantage",
-                           f"{prefix}.eval_bars", f"{prefix}.ablation_md"],
-                          name=f"{prefix}.build_report", tags=["report"])])
+    # The node is written with plain placeholder names and mapped onto the namespaced
+    # datasets of each run, the way Kedro expects cross-namespace inputs to be wired.
+    slots = {f"summary_{i}": name for i, name in enumerate(summaries)}
+    slots.update({f"history_{i}": name for i, name in enumerate(histories)})
+    inner = Pipeline([node(report, ["params:report", *slots],
+                           ["comparison_md", "comparison_csv", "reward_curves", "zero_advantage",
+                            "eval_bars", "ablation_md"], name="build_report", tags=["report"])])
+    with warnings.catch_warnings():
+        # Kedro warns whenever a node reads a dataset of another namespace; a report that
+        # reads every variant's results must, so that one warning is expected here.
+        warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+        return pipeline(inner, namespace=prefix, inputs=slots, parameters={"params:report"})
 
 
 def configured_seeds(conf_source: str | Path = "conf") -> list[int]:
@@ -165,7 +187,8 @@ def configured_seeds(conf_source: str | Path = "conf") -> list[int]:
     from kedro.config import OmegaConfigLoader
 
     try:
-        loader = OmegaConfigLoader(str(conf_source), base_env="base", default_run_env="local")
+        loader = OmegaConfigLoader(str(conf_source), base_env="base", default_run_env="local",
+                                   merge_strategy={"parameters": "soft"})
         seeds = loader["parameters"].get("experiments", {}).get("seeds", [0])
     except Exception as exc:  # a broken config surfaces again, clearly, when the run loads it
         logger.debug("could not read experiments.seeds (%s); using [0]", exc)

@@ -15,4 +15,6 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
+    # conf/test and conf/local only state what they change; nested keys merge into base.
+    "merge_strategy": {"parameters": "soft"},
 }
