@@ -56,6 +56,7 @@ class RunTagsHook:
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         tags = lineage_tags(self._project_path)
-        tags["pipeline"] = run_params.get("pipeline_name") or "__default__"
+        names = run_params.get("pipeline_names") or [run_params.get("pipeline_name")]
+        tags["pipeline"] = ",".join(n for n in names if n) or "__default__"
         tags["kedro_env"] = run_params.get("env") or "local"
         tracking.set_tags(tags)

@@ -28,6 +28,13 @@ def merged_params() -> dict[str, Any]:
     return _merge(base, test)["data_prep"]
 
 
+def _reroot(entry: dict, root: Path) -> None:
+    """Point the (possibly wrapped: atomic, MLflow artifact) dataset's file under ``root``."""
+    while "filepath" not in entry:
+        entry = entry["dataset"]
+    entry["filepath"] = str(root / entry["filepath"])
+
+
 def make_catalog(root: Path, params: dict[str, Any]):
     """The stage's own catalog entries (conf/base/catalog_data_prep.yml) under ``root``."""
     from kedro.io import DataCatalog, MemoryDataset
@@ -35,7 +42,7 @@ def make_catalog(root: Path, params: dict[str, Any]):
     entries = yaml.safe_load((ROOT / "conf/base/catalog_data_prep.yml").read_text())
     assert set(entries) == set(OUTPUTS)
     for entry in entries.values():
-        entry["filepath"] = str(root / entry["filepath"])
+        _reroot(entry, root)
     catalog = DataCatalog.from_config(entries)
     catalog["params:data_prep"] = MemoryDataset(params)
     return catalog
