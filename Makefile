@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM := false
 VENV := .venv/bin
 PIPELINE ?= vspo_prs
 
-.PHONY: install run test test-slow test-all mlflow-ui
+.PHONY: install run test test-slow test-all mlflow-ui repro
 
 install:
 	@bash scripts/bootstrap.sh
@@ -28,3 +28,7 @@ test-all: install
 
 mlflow-ui: install
 	$(VENV)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+# DVC stage commands call `kedro` from PATH: run them with the project venv first on it.
+repro: install
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(VENV)/dvc repro

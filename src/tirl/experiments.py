@@ -117,7 +117,7 @@ def variant_pipeline(variant: str, overrides: Mapping[str, Any], seeds: Sequence
         name = run_name(variant, seed, seeds)
         tags = {"variant": variant, "seed": str(seed)}
         rl_out = ["rl_model", "rl_history"]
-        eval_out = ["eval_rows", "eval_summary", "eval_sample"]
+        eval_out = ["eval_rows", "eval_summary", "eval_sample", "eval_metrics"]
         inner = Pipeline([
             node(_variant_params_node(variant, overrides, seed),
                  ["params:vspo_update", "params:experiments"], "rl_params",
@@ -140,7 +140,7 @@ def sft_only_pipeline(seeds: Sequence[int]) -> Pipeline:
     """The SFT warm start evaluated as is (one evaluation: SFT is shared by all seeds)."""
     from tirl.pipelines.evaluation.nodes import evaluate_model
 
-    outputs = ["eval_rows", "eval_summary", "eval_sample"]
+    outputs = ["eval_rows", "eval_summary", "eval_sample", "eval_metrics"]
     inner = Pipeline([node(_in_run(SFT_ONLY, evaluate_model, {"variant": SFT_ONLY}, outputs),
                            ["sft_model", "questions", "corpus", "params:evaluation"], outputs,
                            name="evaluate", tags=["evaluation", SFT_ONLY])])
