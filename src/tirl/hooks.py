@@ -37,6 +37,8 @@ def lineage_tags(project_path: Path) -> dict[str, str]:
         tags["git_commit"] = sha
         status = _git("status", "--porcelain", "--untracked-files=no", cwd=project_path)
         tags["git_dirty"] = str(bool(status))
+    else:  # not a git checkout (an unpacked release, a scratch copy): say so explicitly
+        tags["git_commit"] = "unknown"
     lock = project_path / "dvc.lock"
     tags["dvc_lock_hash"] = (hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
                              if lock.exists() else "none")

@@ -1,0 +1,77 @@
+"""Kedro dataset for a transformers model directory: ``{"model": ..., "tokenizer": ...}``.
+
+``save`` writes ``save_pretrained`` output for both into a temporary sibling directory and
+swaps it in with renames, so a crash mid-save leaves the previous model directory intact and
+readers never see a half-written one.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+log = logging.getLogger(__name__)
+
+
+class HFModelDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
+    """A causal LM and its tokenizer in one ``save_pretrained`` directory.
+
+    Catalog::
+
+        base_model:
+          type: tirl.datasets.hf_model.HFModelDataset
+          path: data/06_models/base
+          load_args: {dtype: auto, device: null}
+
+    ``load_args`` go to :func:`tirl.core.modeling.factory.load_model` (``dtype``, ``device``,
+    ``trust_remote_code``); downloads are never made from here.
+    """
+
+    def __init__(self, path: str, load_args: dict[str, Any] | None = None,
+                 save_args: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self._load_args = dict(load_args or {})
+        self._save_args = dict(save_args or {})
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Any]:
+        from tirl.core.modeling.factory import load_model
+
+        if not self._exists():
+            raise DatasetError(f"no model directory at {self._path} (expected config.json there)")
+        model, tokenizer = load_model(str(self._path), allow_download=False, **self._load_args)
+        return {"model": model, "tokenizer": tokenizer}
+
+    def save(self, data: dict[str, Any]) -> None:
+        if not isinstance(data, dict) or not {"model", "tokenizer"} <= set(data):
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise DatasetError(f"{self._path}: save() expects a dict with 'model' and 'tokenizer', got {got}")
+        parent = self._path.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        tag = uuid.uuid4().hex[:8]
+        tmp = parent / f".{self._path.name}.tmp-{tag}"
+        old = parent / f".{self._path.name}.old-{tag}"
+        try:
+            data["model"].save_pretrained(tmp, **self._save_args)
+            data["tokenizer"].save_pretrained(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        # Two renames: the old directory is moved aside only once the new one is complete,
+        # and is deleted only after the new one is in place.
+        if self._path.exists():
+            self._path.rename(old)
+        tmp.rename(self._path)
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("saved model to %s", self._path)
+
+    def _exists(self) -> bool:
+        return (self._path / "config.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "load_args": self._load_args, "save_args": self._save_args}

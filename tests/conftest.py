@@ -1,0 +1,112 @@
+"""Shared fixtures: a tiny locally-built tokenizer and model (no hub, about a second).
+
+``tiny_tokenizer``/``tiny_model``/``tiny_model_dir`` are session-scoped and shared by every
+test: do not train or mutate ``tiny_model`` in place; take ``fresh_tiny_model`` (a deep copy)
+or load your own from ``tiny_model_dir``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+# Before anything imports transformers/huggingface_hub: tests never reach the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+
+import pytest  # noqa: E402
+
+TINY_QUESTIONS = [
+    ("Where was Alice Marlow born?", "Alice Marlow", "Alice Marlow was born in Norvale in 1931.", "Norvale"),
+    ("Who founded Kestrel Works?", "Kestrel Works", "Kestrel Works was founded by Brin Adler in 1902.", "Brin Adler"),
+    ("What is the capital of Ostmark?", "Ostmark", "The capital of Ostmark is Velden, a river city.", "Velden"),
+    ("When did the Tarn Bridge open?", "Tarn Bridge", "The Tarn Bridge opened in 1888 over the Tarn river.", "1888"),
+]
+
+
+def tiny_gold_chats() -> list[list[dict[str, str]]]:
+    """A few gold trajectories in the protocol (system, user, tool call, tool, answer)."""
+    from tirl.core.agent import protocol as P
+
+    chats = []
+    for question, title, text, answer in TINY_QUESTIONS:
+        chats.append(P.initial_messages(question) + [
+            {"role": "assistant", "content": P.format_think(f"I need to search for {title}.") + "\n"
+             + P.format_tool_call("search", {"query": title})},
+            {"role": "tool", "content": f"Doc 1 (Title: {title}) {text}"},
+            {"role": "assistant", "content": P.format_answer(answer)},
+        ])
+    return chats
+
+
+def tiny_texts() -> list[str]:
+    """Texts a tiny tokenizer is trained on: passages, questions and rendered protocol text."""
+    from tirl.core.agent import protocol as P
+
+    texts = [P.SYSTEM_PROMPT, P.format_tool_call("search", {"query": "example"})]
+    for question, title, text, answer in TINY_QUESTIONS:
+        texts += [question, f"Doc 1 (Title: {title}) {text}", answer]
+    import json
+    texts.append(json.dumps(P.SEARCH_TOOL_SCHEMAS))
+    return texts * 3
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """Byte-level BPE (~500 tokens) with template tokens, protocol tags and the chat template."""
+    from tirl.core.modeling.factory import train_tokenizer
+
+    return train_tokenizer(tiny_texts(), vocab_size=500)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_tokenizer):
+    """A from-scratch Llama (d=64, 2 layers, ~0.13M params), random weights, eval mode. Shared:
+    never train it in place."""
+    from tirl.core.modeling.factory import ModelConfig, build_model
+
+    model = build_model(tiny_tokenizer, ModelConfig(d_model=64, n_layers=2, n_heads=4, max_len=2048))
+    return model.eval()
+
+
+@pytest.fixture
+def fresh_tiny_model(tiny_model):
+    """A private copy of ``tiny_model`` that a test may train or mutate."""
+    return copy.deepcopy(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_model, tiny_tokenizer):
+    """A directory with ``tiny_model`` + ``tiny_tokenizer`` saved by ``save_pretrained``; load it
+    with ``AutoModelForCausalLM``/``AutoTokenizer`` or ``tirl.core.modeling.factory.load_model``."""
+    path = tmp_path_factory.mktemp("tiny_model")
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gold():
+    """Gold chats (lists of messages) matching the tiny tokenizer's training text."""
+    return tiny_gold_chats()
+
+
+@pytest.fixture
+def tiny_tables():
+    """``(corpus, questions, gold_trajectories)`` DataFrames in the catalog schemas
+    (PASSAGE_COLUMNS, QUESTION_COLUMNS, GOLD_COLUMNS; messages as JSON strings)."""
+    import json
+
+    import pandas as pd
+
+    n = len(TINY_QUESTIONS)
+    corpus = pd.DataFrame({"id": [f"p{i}" for i in range(n)],
+                           "title": [q[1] for q in TINY_QUESTIONS], "text": [q[2] for q in TINY_QUESTIONS]})
+    questions = pd.DataFrame({
+        "id": [f"q{i}" for i in range(n)], "question": [q[0] for q in TINY_QUESTIONS],
+        "answers": [[q[3]] for q in TINY_QUESTIONS], "split": ["train"] * n, "task": ["short"] * n,
+        "qtype": ["single_hop"] * n, "facts": [[] for _ in range(n)], "source": ["world"] * n})
+    gold = pd.DataFrame({"id": [f"g{i}" for i in range(n)], "question_id": list(questions["id"]),
+                         "messages": [json.dumps(c) for c in tiny_gold_chats()]})
+    return corpus, questions, gold

@@ -1,0 +1,55 @@
+"""sft on an in-memory catalog with the tiny model: outputs and metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from tirl.pipelines.sft import create_pipeline
+from tirl.pipelines.sft.nodes import run_sft
+
+
+def _test_params():
+    from pathlib import Path
+
+    path = Path(__file__).parents[3] / "conf" / "test" / "parameters_sft.yml"
+    return yaml.safe_load(path.read_text())["sft"]
+
+
+def test_pipeline_runs_with_test_params(tiny_tables, fresh_tiny_model, tiny_tokenizer):
+    corpus, questions, gold = tiny_tables
+    catalog = DataCatalog({
+        "base_model": MemoryDataset({"model": fresh_tiny_model, "tokenizer": tiny_tokenizer}, copy_mode="assign"),
+        "gold_trajectories": MemoryDataset(gold), "corpus": MemoryDataset(corpus),
+        "questions": MemoryDataset(questions), "params:sft": MemoryDataset(_test_params()),
+        "sft_model": MemoryDataset(copy_mode="assign"), "sft_metrics": MemoryDataset()})
+    SequentialRunner().run(create_pipeline(), catalog)
+    out, metrics = catalog.load("sft_model"), catalog.load("sft_metrics")
+    assert out["tokenizer"] is tiny_tokenizer and out["model"] is not None
+    assert metrics["sft/steps"] == 4.0 and metrics["sft/pretrain_steps"] == 2.0
+    assert [h["step"] for h in metrics["history"]] == [0, 1, 2, 3, 4, 5]
+    assert "sft/probe/train/answer_em" in metrics
+    json.dumps(metrics)  # the JSON dataset must be able to write it
+
+
+def test_bad_param_names_the_key(tiny_tables, tiny_model, tiny_tokenizer):
+    corpus, questions, gold = tiny_tables
+    with pytest.raises(Exception, match="sft.batch_sise"):
+        run_sft({"model": tiny_model, "tokenizer": tiny_tokenizer}, gold, corpus, questions, {"batch_sise": 2})
+
+
+def test_only_train_split_is_trained_on(tiny_tables):
+    from tirl.pipelines.sft.nodes import chats_by_split
+
+    corpus, questions, gold = tiny_tables
+    questions.loc[0, "split"] = "val"
+    by_split = chats_by_split(gold, questions)
+    assert len(by_split["val"]) == 1 and len(by_split["train"]) == len(gold) - 1
+    assert by_split["val"][0][0]["role"] == "system"  # system prompt prepended
+    gold.loc[0, "question_id"] = "nope"
+    with pytest.raises(ValueError, match="unknown question ids"):
+        chats_by_split(gold, questions)

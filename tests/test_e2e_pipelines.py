@@ -1,0 +1,157 @@
+"""Every registered pipeline, end to end on the tiny ``conf/test`` sizes, as a user runs it.
+
+The project is copied to a scratch folder (config, pyproject, a link to ``src``) and driven
+with the real ``kedro run`` command, so the registry, the catalog, kedro-mlflow and the hooks
+are all exercised. ``compare`` covers data prep, SFT, every variant and the report in one run;
+the stage pipelines then run on its outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tirl.experiments import ABLATION, SFT_ONLY, VARIANTS
+
+ROOT = Path(__file__).resolve().parents[1]
+KEDRO = str(Path(sys.executable).with_name("kedro"))
+
+
+def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([KEDRO, "run", "--env=test", *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, f"kedro run {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
+    # tirl is installed (editable): the copy needs only the layout Kedro checks for.
+    (root / "src").mkdir()
+    for layer in ("01_raw", "03_primary", "06_models", "07_model_output", "08_reporting"):
+        (root / "data" / layer).mkdir(parents=True)
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "conf", "pyproject.toml"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "scratch"], cwd=root, check=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def compared(project: Path) -> Path:
+    _kedro(project, "--pipeline=compare")
+    return project
+
+
+def _runs(project: Path):
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["tirl"], output_format="list")
+
+
+def test_registry_lists_every_pipeline():
+    from kedro.framework.project import configure_project
+
+    configure_project("tirl")
+    from tirl.pipeline_registry import STAGES, register_pipelines
+
+    pipelines = register_pipelines()
+    expected = {*STAGES, *VARIANTS, SFT_ONLY, "compare", "vspo_ablation", "__default__"}
+    assert set(pipelines) == expected
+    assert pipelines["__default__"] is pipelines["vspo_prs"]
+    # the default chain is the whole method: data prep -> SFT -> RL -> evaluation
+    names = {n.name for n in pipelines["vspo_prs"].nodes}
+    assert {"publish", "init_model", "run_sft", "vspo_prs.seed0.train_policy",
+            "vspo_prs.seed0.evaluate"} <= names
+    # compare shares data prep and SFT: each shared node appears once
+    compare = [n.name for n in pipelines["compare"].nodes]
+    assert compare.count("run_sft") == 1 and len(compare) == len(set(compare))
+    assert {f"{v}.seed0.train_policy" for v in VARIANTS} <= set(compare)
+    assert {f"{v}.seed0.train_policy" for v in ABLATION} <= \
+        {n.name for n in pipelines["vspo_ablation"].nodes}
+
+
+def test_compare_writes_the_report(compared: Path):
+    report = compared / "data" / "08_reporting" / "compare"
+    for name in ("comparison.md", "comparison.csv", "ablation.md", "reward_curves.png",
+                 "zero_advantage.png", "eval_bars.png"):
+        assert (report / name).stat().st_size > 0, name
+    table = pd.read_csv(report / "comparison.csv")
+    assert set(table["variant"]) == {SFT_ONLY, *VARIANTS}
+    assert {"single_hop", "multi_hop", "out_of_domain", "long_description",
+            "long_multi_question", "all"} <= set(table.columns)
+    md = (report / "comparison.md").read_text()
+    assert "| vspo_prs |" in md and "± " in md
+    for variant in VARIANTS:
+        hist = pd.read_csv(compared / f"data/07_model_output/rl/{variant}/seed0/history.csv")
+        assert {"step", "reward/mean", "vspo/zero_adv_frac"} <= set(hist.columns)
+
+
+def test_compare_mlflow_structure(compared: Path):
+    runs = _runs(compared)
+    parents = [r for r in runs if r.info.run_name == "compare"]
+    assert len(parents) == 1
+    parent = parents[0]
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=compared, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert parent.data.tags["pipeline"] == "compare" and parent.data.tags["git_commit"] == sha
+    assert "dvc_lock_hash" in parent.data.tags
+    client = mlflow.MlflowClient()
+    report_files = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/comparison.md" in report_files and "report/reward_curves.png" in report_files
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert {r.info.run_name for r in children} == {SFT_ONLY, *VARIANTS}
+    metric_names = None
+    for child in children:
+        assert child.data.tags["variant"] == child.info.run_name
+        assert child.data.tags["git_commit"] == parent.data.tags["git_commit"]
+        evals = {k for k in child.data.metrics if k.startswith("eval/")}
+        assert "eval/all/exact_match" in evals
+        # the runs of a comparison line up: same evaluation metric names everywhere
+        metric_names = metric_names or evals
+        assert evals == metric_names
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"eval_summary.csv", "eval_sample.md"} <= artifacts
+        if child.info.run_name != SFT_ONLY:
+            assert "rl_history.csv" in artifacts
+            assert client.get_metric_history(child.info.run_id, "rl/reward/mean")
+            assert child.data.params["train.algorithm"] == VARIANTS[child.info.run_name]["algorithm"]
+
+
+@pytest.mark.parametrize("stage", ["rollout", "prs_scoring", "evaluation", "report", "sft_only"])
+def test_stage_pipelines_run_on_compare_outputs(compared: Path, stage: str):
+    _kedro(compared, f"--pipeline={stage}")
+
+
+@pytest.mark.slow
+def test_vspo_update_and_ablation(compared: Path):
+    _kedro(compared, "--pipeline=vspo_update")
+    assert (compared / "data/06_models/rl").exists()
+    _kedro(compared, "--pipeline=vspo_ablation")
+    assert (compared / "data/08_reporting/vspo_ablation/ablation.md").read_text().count("|") > 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "vspo_prs"] + ["vspo_prs"])
+def test_each_variant_chain_alone(tmp_path_factory, variant: str):
+    project = tmp_path_factory.mktemp(variant)
+    shutil.copytree(ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
+    (project / "src").mkdir()
+    _kedro(project, f"--pipeline={variant}")
+    assert (project / f"data/08_reporting/evaluation/{variant}/seed0/summary.csv").exists()
+    runs = _runs(project)
+    assert [r.info.run_name for r in runs] == [variant]
