@@ -1,0 +1,371 @@
+"""Generation backends: token ids in, sampled token ids and their log-probabilities out.
+
+The rollout engine talks to one interface, :class:`GenerationBackend`; which engine produces
+the tokens is a name in the config:
+
+- ``hf``: any transformers causal LM (CPU or GPU). A tight sampling loop with the KV cache
+  kept for the duration of one call; sequences that stop leave the batch (their rows are
+  dropped from the cache), so finished trajectories cost nothing.
+- ``vllm``: vLLM's offline ``LLM`` (GPU, optional extra, imported lazily). Prompt token ids
+  in, token ids and sampling log-probs out; :meth:`VLLMBackend.sync_weights` pushes updated
+  policy weights into the engine (as TRL's colocate mode does).
+
+Both record ``log_softmax(logits / temperature)`` of each sampled token, i.e. the
+log-probability under the temperature-scaled policy *before* top-p truncation, which is the
+quantity the trainer recomputes from its own forward pass.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+#: Why a sequence stopped: a stop token, a stop string, or its new-token budget.
+STOP_REASONS = ("stop_token", "stop_string", "length")
+
+
+@dataclass
+class GenOut:
+    """One generated continuation: ``token_ids`` (stop token included), aligned ``logprobs``
+    and ``stop_reason`` (one of :data:`STOP_REASONS`)."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    stop_reason: str = "length"
+
+
+class GenerationBackend(Protocol):
+    """Samples continuations of token-id prompts."""
+
+    def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
+                 stop_token_ids: set[int] | frozenset[int] = frozenset(),
+                 stop_strings: Sequence[str] = (), temperature: float = 1.0, top_p: float = 1.0,
+                 seed: int | None = None, cache_ids: Sequence[Any] | None = None) -> list[GenOut]:
+        """One :class:`GenOut` per prompt, in order. ``max_new_tokens`` may be per prompt.
+        ``cache_ids`` (optional) names each prompt's conversation so a backend may reuse its
+        KV from the previous call when the new prompt extends it."""
+        ...
+
+
+def _budgets(max_new_tokens: int | Sequence[int], n: int) -> list[int]:
+    if isinstance(max_new_tokens, int):
+        return [max_new_tokens] * n
+    budgets = [int(b) for b in max_new_tokens]
+    if len(budgets) != n:
+        raise ValueError(f"max_new_tokens has {len(budgets)} entries for {n} prompts")
+    return budgets
+
+
+# --- hf ----------------------------------------------------------------------------------
+
+
+def sample_next(*, logits: Any, temperature: float, top_p: float, generator: Any) -> tuple[Any, Any]:
+    """Sample one token per row.
+
+    logits: [B, V] float. Returns (tokens [B] long, logprobs [B] float) where logprobs are
+    ``log_softmax(logits / temperature)`` at the sampled token (before top-p filtering).
+    ``temperature == 0`` means greedy; its logprobs are those of the untempered logits.
+    """
+    import torch
+
+    logits = logits.float()
+    if temperature <= 0.0:
+        logp = torch.log_softmax(logits, dim=-1)
+        tokens = logp.argmax(dim=-1)
+        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+    logp = torch.log_softmax(logits / temperature, dim=-1)
+    probs = logp.exp()
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the top token always stays).
+        drop = (sorted_p.cumsum(dim=-1) - sorted_p) >= top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+class HFBackend:
+    """Batched sampling with a transformers causal LM and its KV cache.
+
+    Prompts are left-padded into micro-batches of at most ``max_batch`` rows (sorted by
+    length so that padding stays small). Each step feeds one token per live row; rows that
+    stop are removed from the batch and from the cache.
+
+    Multi-turn reuse: when the caller passes ``cache_ids`` (one hashable per prompt, e.g. the
+    trajectory), the KV of each row is kept when the row stops, and the next call whose prompt
+    for that id *extends* the kept tokens prefills only the new tokens (the turn close and the
+    observation) instead of the whole conversation. Ids absent from a call are forgotten, so
+    memory holds at most the live trajectories. Turn it off with ``reuse_kv=False``.
+    """
+
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, max_batch: int = 256,
+                 device: str | None = None, reuse_kv: bool = True) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.reuse_kv = reuse_kv
+        self.device = device or str(next(model.parameters()).device)
+        pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
+        if pad is None:
+            pad = getattr(model.config, "pad_token_id", None)
+        self.pad_id = int(pad) if pad is not None else 0
+        # transformers 5.x renamed past_key_values -> cache; accept models of either vintage.
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        #: cache id -> (token ids whose KV is kept, per-layer (keys, values) [H, T, D])
+        self._kept: dict[Any, tuple[list[int], list[tuple[Any, Any]]]] = {}
+
+    def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
+                 stop_token_ids: set[int] | frozenset[int] = frozenset(),
+                 stop_strings: Sequence[str] = (), temperature: float = 1.0, top_p: float = 1.0,
+                 seed: int | None = None, cache_ids: Sequence[Any] | None = None) -> list[GenOut]:
+        import torch
+
+        n = len(prompts)
+        budgets = _budgets(max_new_tokens, n)
+        if stop_strings and self.tokenizer is None:
+            raise ValueError("stop_strings need a tokenizer: make the backend with one")
+        if cache_ids is not None and len(cache_ids) != n:
+            raise ValueError(f"cache_ids has {len(cache_ids)} entries for {n} prompts")
+        reuse = self.reuse_kv and cache_ids is not None
+        kept = self._kept if reuse else {}
+        self._kept = {}
+        # The kept KV of each row, when its tokens are a strict prefix of the new prompt.
+        past: list[tuple[list[int], list[tuple[Any, Any]]] | None] = []
+        for i in range(n):
+            entry = kept.get(cache_ids[i]) if reuse else None
+            ok = (entry is not None and len(entry[0]) < len(prompts[i])
+                  and list(prompts[i][:len(entry[0])]) == entry[0])
+            past.append(entry if ok else None)
+        del kept
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % (2**63)))
+        outs: list[GenOut | None] = [None] * n
+        order = sorted(range(n), key=lambda i: (past[i] is None, len(prompts[i])))
+        for lo in range(0, n, self.max_batch):
+            idx = order[lo:lo + self.max_batch]
+            chunk, keep = self._generate_chunk(
+                [prompts[i] for i in idx], [budgets[i] for i in idx], [past[i] for i in idx],
+                stop_token_ids=set(stop_token_ids), stop_strings=list(stop_strings),
+                temperature=temperature, top_p=top_p, generator=gen, keep_kv=reuse)
+            for r, (i, out) in enumerate(zip(idx, chunk)):
+                outs[i] = out
+                if reuse and keep[r] is not None:
+                    self._kept[cache_ids[i]] = keep[r]
+        return [o for o in outs if o is not None]
+
+    def forget(self) -> None:
+        """Drop all kept KV (e.g. after the policy's weights changed)."""
+        self._kept = {}
+
+    def _prefill_inputs(self, prompts: list[Sequence[int]], past: list[Any], live: list[int]):
+        """Batch layout ``[pad][kept KV][pad][new tokens]`` per row (attention mask 0 on pads).
+
+        Returns (input_ids [B, N], attention_mask [B, C + N], position_ids [B, N], cache or None).
+        """
+        import torch
+
+        kept_len = [len(past[i][0]) if past[i] is not None else 0 for i in live]
+        new = [list(prompts[i][k:]) for i, k in zip(live, kept_len)]
+        c, w = max(kept_len), max(len(t) for t in new)
+        if w == 0:
+            raise ValueError("cannot generate from an empty prompt")
+        ids = torch.full((len(live), w), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(live), c + w), dtype=torch.long)
+        for r, (k, toks) in enumerate(zip(kept_len, new)):
+            ids[r, w - len(toks):] = torch.tensor(toks, dtype=torch.long)
+            attn[r, c - k:c] = 1
+            attn[r, c + w - len(toks):] = 1
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, c:]
+        cache = None
+        if c > 0:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            first = next(i for i in live if past[i] is not None)
+            for layer, (ref_k, ref_v) in enumerate(past[first][1]):
+                # One allocation per layer; each row's kept KV is copied right-aligned.
+                keys = ref_k.new_zeros((len(live), ref_k.shape[0], c, ref_k.shape[2]))
+                values = ref_v.new_zeros((len(live), ref_v.shape[0], c, ref_v.shape[2]))
+                for r, (i, k) in enumerate(zip(live, kept_len)):
+                    if k:
+                        keys[r, :, c - k:] = past[i][1][layer][0]
+                        values[r, :, c - k:] = past[i][1][layer][1]
+                cache.update(keys, values, layer)
+        return ids, attn, pos, cache
+
+    @staticmethod
+    def _row_kv(cache: Any, row: int, spans: list[tuple[int, int]]) -> list[tuple[Any, Any]]:
+        """The KV of one batch row over its unmasked ``spans`` (at most two contiguous
+        ranges: kept KV, then prompt + sampled tokens), per layer ([H, T, D] each)."""
+        import torch
+
+        out = []
+        for layer in cache.layers:
+            k, v = layer.keys[row], layer.values[row]
+            out.append((torch.cat([k[:, a:b] for a, b in spans], dim=1),
+                        torch.cat([v[:, a:b] for a, b in spans], dim=1)))
+        return out
+
+    def _generate_chunk(self, prompts: list[Sequence[int]], budgets: list[int], past: list[Any], *,
+                        stop_token_ids: set[int], stop_strings: list[str], temperature: float,
+                        top_p: float, generator: Any, keep_kv: bool) -> tuple[list[GenOut], list[Any]]:
+        import torch
+
+        b = len(prompts)
+        outs = [GenOut(token_ids=[], logprobs=[], stop_reason="length") for _ in range(b)]
+        keep: list[Any] = [None] * b
+        live = [i for i in range(b) if budgets[i] > 0]
+        if not live:
+            return outs, keep
+        step_input, attn, step_pos, cache = self._prefill_inputs(prompts, past, live)
+        # Where each row's real tokens sit in the cache: [c - kept, c) and [c + w - new, end).
+        c, w = attn.shape[1] - step_input.shape[1], step_input.shape[1]
+        spans0 = {}
+        for i in live:
+            k = len(past[i][0]) if past[i] is not None else 0
+            spans0[i] = [(c - k, c), (c + w - (len(prompts[i]) - k), None)]
+        stop_t = torch.tensor(sorted(stop_token_ids), dtype=torch.long, device=self.device)
+        rows = torch.tensor(live, dtype=torch.long)  # row r of the batch is output rows[r]
+        max_len = max(len(s) for s in stop_strings) if stop_strings else 0
+        with torch.inference_mode():
+            for _ in range(max(budgets[i] for i in live)):
+                out = self.model(input_ids=step_input, attention_mask=attn, position_ids=step_pos,
+                                 use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+                cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+                tokens, logps = sample_next(logits=out.logits[:, -1, :], temperature=temperature,
+                                            top_p=top_p, generator=generator)
+                tok_list, lp_list = tokens.tolist(), logps.tolist()
+                stopped = (torch.isin(tokens, stop_t) if len(stop_t) else
+                           torch.zeros_like(tokens, dtype=torch.bool)).tolist()
+                still: list[int] = []
+                for r, i in enumerate(rows.tolist()):
+                    o = outs[i]
+                    o.token_ids.append(tok_list[r])
+                    o.logprobs.append(lp_list[r])
+                    if stopped[r]:
+                        o.stop_reason = "stop_token"
+                    elif stop_strings and self._hit_stop_string(o.token_ids, stop_strings, max_len):
+                        o.stop_reason = "stop_string"
+                    elif len(o.token_ids) >= budgets[i]:
+                        o.stop_reason = "length"
+                    else:
+                        still.append(r)
+                        continue
+                    if keep_kv:
+                        # The cache holds the prompt and every sampled token but the last one.
+                        tokens_kept = list(prompts[i]) + o.token_ids[:-1]
+                        (a, b), (d, _) = spans0[i]
+                        keep[i] = (tokens_kept, self._row_kv(cache, r, [(a, b), (d, attn.shape[1])]))
+                if not still:
+                    break
+                if len(still) < len(rows):
+                    sel = torch.tensor(still, dtype=torch.long, device=self.device)
+                    cache.batch_select_indices(sel)
+                    attn, tokens, step_pos = attn[sel], tokens[sel], step_pos[sel]
+                    rows = rows[torch.tensor(still, dtype=torch.long)]
+                attn = torch.cat([attn, attn.new_ones((len(still), 1))], dim=-1)
+                step_pos = step_pos[:, -1:] + 1
+                step_input = tokens[:, None]
+        return outs, keep
+
+    def _hit_stop_string(self, token_ids: list[int], stop_strings: list[str], max_len: int) -> bool:
+        # A token holds at least one byte, so the last max_len + 1 tokens cover any stop
+        # string that the newest token completed (the +1 for a token straddling its start).
+        tail = self.tokenizer.decode(token_ids[-(max_len + 1):], skip_special_tokens=False)
+        return any(s in tail for s in stop_strings)
+
+
+# --- vllm --------------------------------------------------------------------------------
+
+
+class VLLMBackend:
+    """vLLM offline engine (GPU). ``vllm`` is imported only when this backend is built.
+
+    ``model`` may be a path/hub id, or a transformers model whose ``name_or_path`` vLLM loads;
+    pass an in-memory policy to :meth:`sync_weights` after each update.
+    """
+
+    name = "vllm"
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, gpu_memory_utilization: float = 0.5,
+                 max_model_len: int | None = None, dtype: str = "auto", seed: int = 0,
+                 enforce_eager: bool = False, **llm_kwargs: Any) -> None:
+        try:
+            import vllm
+        except ImportError as exc:  # optional GPU extra
+            raise ImportError("the 'vllm' backend needs vLLM: pip install 'tirl[vllm]' on a CUDA "
+                              "machine") from exc
+        self._vllm = vllm
+        path = model if isinstance(model, str) else getattr(model, "name_or_path", None)
+        if not path:
+            raise ValueError("vllm backend: model must be a path/hub id or a saved model with "
+                             "name_or_path set")
+        self.tokenizer = tokenizer
+        self.llm = vllm.LLM(model=str(path), gpu_memory_utilization=gpu_memory_utilization,
+                            max_model_len=max_model_len, dtype=dtype, seed=seed,
+                            enforce_eager=enforce_eager, **llm_kwargs)
+
+    def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
+                 stop_token_ids: set[int] | frozenset[int] = frozenset(),
+                 stop_strings: Sequence[str] = (), temperature: float = 1.0, top_p: float = 1.0,
+                 seed: int | None = None, cache_ids: Sequence[Any] | None = None) -> list[GenOut]:
+        # cache_ids is not needed: vLLM's automatic prefix caching reuses shared prefixes.
+        vllm = self._vllm
+        budgets = _budgets(max_new_tokens, len(prompts))
+        params = [vllm.SamplingParams(
+            max_tokens=max(1, b), temperature=temperature, top_p=top_p, logprobs=1,
+            stop_token_ids=sorted(stop_token_ids), stop=list(stop_strings) or None,
+            include_stop_str_in_output=True, skip_special_tokens=False,
+            seed=None if seed is None else seed + k) for k, b in enumerate(budgets)]
+        inputs = [{"prompt_token_ids": list(p)} for p in prompts]
+        results = self.llm.generate(inputs, params, use_tqdm=False)
+        outs = []
+        for res in results:
+            comp = res.outputs[0]
+            ids = list(comp.token_ids)
+            lps = [float(step[tok].logprob) if step and tok in step else 0.0
+                   for tok, step in zip(ids, comp.logprobs or [{}] * len(ids))]
+            reason = ("length" if comp.finish_reason == "length" else
+                      "stop_string" if isinstance(comp.stop_reason, str) else "stop_token")
+            outs.append(GenOut(token_ids=ids, logprobs=lps, stop_reason=reason))
+        return outs
+
+    def sync_weights(self, model: Any) -> None:
+        """Load ``model``'s current parameters into the engine (colocated, same process).
+
+        Same path as TRL's colocate mode: the driver worker's model ``load_weights``, then a
+        prefix-cache reset so no stale KV from the old weights is reused.
+        """
+        engine = self.llm.llm_engine
+        try:
+            runner_model = engine.model_executor.driver_worker.model_runner.model
+        except AttributeError:  # vLLM V1 layout
+            runner_model = engine.model_executor.driver_worker.worker.model_runner.model
+        runner_model.load_weights(((n, p.data) for n, p in model.named_parameters()))
+        self.llm.reset_prefix_cache()
+
+
+# --- registry ------------------------------------------------------------------------------
+
+BACKENDS: dict[str, Callable[..., GenerationBackend]] = {"hf": HFBackend, "vllm": VLLMBackend}
+
+
+def make_backend(name: str, model: Any, tokenizer: Any = None, **kwargs: Any) -> GenerationBackend:
+    """Build the registered backend ``name``; an unknown name raises listing the known ones."""
+    if name not in BACKENDS:
+        raise KeyError(f"unknown generation backend {name!r}; known backends: {sorted(BACKENDS)}")
+    return BACKENDS[name](model, tokenizer, **kwargs)
+
+
+__all__ = ["BACKENDS", "GenOut", "GenerationBackend", "HFBackend", "STOP_REASONS", "VLLMBackend",
+           "make_backend", "sample_next"]

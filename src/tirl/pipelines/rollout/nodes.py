@@ -1,0 +1,218 @@
+"""Nodes of the ``rollout`` stage: a model + a question split -> validated trajectories.
+
+Thin adapters: pick questions, build the search tool and the backend, call
+:func:`tirl.core.agent.rollout.run_rollouts`, turn the trajectories into a table (one row per
+``Trajectory.to_record()``; nested lists stored natively, dicts as JSON strings), validate it
+with Great Expectations and summarise it (stats JSON + a Markdown sample for MLflow).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tirl import tracking
+from tirl.core.agent.backends import make_backend
+from tirl.core.agent.rollout import RolloutConfig, rollout_stats, run_rollouts
+from tirl.core.config import build_config, field_, to_dict
+from tirl.core.data.validation import raise_if_failed, validate
+from tirl.core.eval.sample import trajectories_markdown
+from tirl.core.tools.search import build_search_tool
+from tirl.core.types import FINISH_REASONS, Trajectory
+
+logger = logging.getLogger(__name__)
+
+#: Trajectory fields whose items are dicts: stored as lists of JSON strings.
+JSON_ITEM_COLUMNS = ("messages", "turns", "tool_calls")
+
+
+@dataclass(frozen=True)
+class RolloutStageConfig:
+    """``params:rollout``."""
+
+    split: str = field_("train", doc="question split to roll out on")
+    n_questions: int | None = field_(32, doc="first N questions of the split (null = all)", ge=1)
+    group_size: int = field_(5, doc="samples per question (G)", ge=1)
+    model: str | None = field_(None, doc="HF id or local path to roll out instead of the catalog "
+                                         "model (downloads stay off)")
+    dtype: str = field_("auto", doc="dtype when loading `model`",
+                        choices=("auto", "float32", "bfloat16", "float16"))
+    device: str | None = field_(None, doc="torch device for the policy (null = where it is)")
+    engine: RolloutConfig = field_(default_factory=RolloutConfig, doc="rollout engine budgets")
+    search: dict[str, Any] = field_(default_factory=lambda: {"kind": "bm25", "top_k": 3},
+                                    doc="build_search_tool options")
+    sample_size: int = field_(5, doc="trajectories shown in rollout_sample", ge=0)
+    progress: bool = field_(True, doc="tqdm progress bar")
+    validation: list[dict[str, Any]] = field_(default_factory=list,
+                                              doc="GX suite over the derived columns")
+
+
+# --- table <-> trajectories ---------------------------------------------------------------
+
+
+def trajectories_to_frame(trajectories: list[Trajectory]) -> pd.DataFrame:
+    """One row per trajectory; dict items of ``messages``/``turns``/``tool_calls`` as JSON."""
+    rows = []
+    for t in trajectories:
+        rec = t.to_record()
+        for col in JSON_ITEM_COLUMNS:
+            rec[col] = [json.dumps(item, ensure_ascii=False, sort_keys=True) for item in rec[col]]
+        rows.append(rec)
+    return pd.DataFrame(rows, columns=list(Trajectory.__dataclass_fields__))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def frame_to_trajectories(df: pd.DataFrame) -> list[Trajectory]:
+    """Inverse of :func:`trajectories_to_frame` (accepts numpy arrays from parquet)."""
+    out = []
+    for rec in df.to_dict("records"):
+        rec = {k: _plain(v) for k, v in rec.items()}
+        for col in JSON_ITEM_COLUMNS:
+            rec[col] = [json.loads(v) if isinstance(v, str) else v for v in (rec.get(col) or [])]
+        out.append(Trajectory.from_record(rec))
+    return out
+
+
+# --- nodes ---------------------------------------------------------------------------------
+
+
+def _select(questions: pd.DataFrame, split: str, n: int | None) -> list[dict[str, Any]]:
+    if "split" not in questions.columns:
+        raise ValueError(f"questions: no 'split' column (columns: {list(questions.columns)})")
+    chosen = questions[questions["split"] == split]
+    if chosen.empty:
+        raise ValueError(f"rollout.split: no questions in split {split!r} "
+                         f"(present: {sorted(questions['split'].unique())})")
+    return chosen.head(n).to_dict("records") if n is not None else chosen.to_dict("records")
+
+
+def _policy(model: dict[str, Any], config: RolloutStageConfig) -> tuple[Any, Any]:
+    if config.model is not None:
+        from tirl.core.modeling.factory import load_model
+
+        logger.info("rollout: loading %s instead of the catalog model", config.model)
+        return load_model(config.model, dtype=config.dtype, device=config.device)
+    if not isinstance(model, dict) or not {"model", "tokenizer"} <= set(model):
+        raise ValueError("rollout: the model input must be a dict with 'model' and 'tokenizer' "
+                         "(an HFModelDataset)")
+    policy = model["model"]
+    if config.device is not None:
+        policy = policy.to(config.device)
+    return policy, model["tokenizer"]
+
+
+def generate_rollouts(model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFrame,
+                      params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], str]:
+    """Roll out ``group_size`` episodes per selected question.
+
+    Returns the trajectory table (not yet validated), the rollout stats and a Markdown sample.
+    """
+    config = build_config(RolloutStageConfig, params, "rollout")
+    policy, tokenizer = _policy(model, config)
+    selected = _select(questions, config.split, config.n_questions)
+    tools = {"search": build_search_tool(corpus, tokenizer=tokenizer, **config.search)}
+    backend = make_backend(config.engine.backend, policy, tokenizer,
+                           **({"max_batch": config.engine.max_batch} if config.engine.backend == "hf" else {}))
+    was_training = getattr(policy, "training", False)
+    if hasattr(policy, "eval"):
+        policy.eval()
+    t0 = time.perf_counter()
+    try:
+        trajectories = run_rollouts(backend=backend, tokenizer=tokenizer, tools=tools,
+                                    questions=selected, group_size=config.group_size,
+                                    config=config.engine, progress=config.progress)
+    finally:
+        if was_training:
+            policy.train()
+    stats = rollout_stats(trajectories, elapsed_s=time.perf_counter() - t0)
+    stats["rollout/questions"] = len(selected)
+    stats["config"] = to_dict(config.engine)
+    tracking.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))})
+    sample = trajectories_markdown(_spread_sample(trajectories, config.sample_size),
+                                   title=f"Rollout sample ({config.split}, G={config.group_size})")
+    return trajectories_to_frame(trajectories), stats, sample
+
+
+def _spread_sample(trajectories: list[Trajectory], k: int) -> list[Trajectory]:
+    """Up to ``k`` trajectories, one per finish reason first so the sample shows variety."""
+    picked, seen = [], set()
+    for t in trajectories:
+        if t.finish_reason not in seen and len(picked) < k:
+            picked.append(t)
+            seen.add(t.finish_reason)
+    for t in trajectories:
+        if len(picked) >= k:
+            break
+        if t not in picked:
+            picked.append(t)
+    return picked
+
+
+def derive_trajectory_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Helper columns GX can check: lengths, mask binary, spans inside the sequence."""
+    out = pd.DataFrame({
+        "id": [f"{q}#{s}" for q, s in zip(df["question_id"], df["sample_idx"])],
+        "question_id": df["question_id"],
+        "finish_reason": df["finish_reason"],
+    })
+    lens = [len(v) for v in df["token_ids"]]
+    out["n_tokens"] = lens
+    out["n_mask"] = [len(v) for v in df["mask"]]
+    out["n_logprobs"] = [len(v) for v in df["logprobs"]]
+    out["mask_binary"] = [bool(np.isin(np.asarray(v), [0, 1]).all()) for v in df["mask"]]
+    out["prompt_untrained"] = [not any(np.asarray(m)[:p]) for m, p in zip(df["mask"], df["prompt_len"])]
+    # Rows whose lengths disagree fail here too (and, by name, in the length expectations).
+    out["logprobs_zero_off_mask"] = [len(lp) == len(m) and bool(np.all(np.asarray(lp)[np.asarray(m) == 0] == 0.0))
+                                     for lp, m in zip(df["logprobs"], df["mask"])]
+    out["logprobs_finite_nonpositive"] = [bool(np.all(np.isfinite(lp)) and np.all(np.asarray(lp) <= 1e-6))
+                                          for lp in df["logprobs"]]
+    out["prompt_len_ok"] = [0 < p < n for p, n in zip(df["prompt_len"], lens)]
+    return out
+
+
+DEFAULT_SUITE: list[dict[str, Any]] = [
+    {"expectation": "ExpectTableRowCountToBeBetween", "kwargs": {"min_value": 1}},
+    {"expectation": "ExpectColumnValuesToNotBeNull", "kwargs": {"column": "question_id"}},
+    {"expectation": "ExpectColumnValuesToBeUnique", "kwargs": {"column": "id"}},
+    {"expectation": "ExpectColumnPairValuesToBeEqual",
+     "kwargs": {"column_A": "n_tokens", "column_B": "n_mask"}},
+    {"expectation": "ExpectColumnPairValuesToBeEqual",
+     "kwargs": {"column_A": "n_tokens", "column_B": "n_logprobs"}},
+    {"expectation": "ExpectColumnValuesToBeInSet", "kwargs": {"column": "mask_binary", "value_set": [True]}},
+    {"expectation": "ExpectColumnValuesToBeInSet", "kwargs": {"column": "prompt_untrained", "value_set": [True]}},
+    {"expectation": "ExpectColumnValuesToBeInSet",
+     "kwargs": {"column": "logprobs_zero_off_mask", "value_set": [True]}},
+    {"expectation": "ExpectColumnValuesToBeInSet",
+     "kwargs": {"column": "logprobs_finite_nonpositive", "value_set": [True]}},
+    {"expectation": "ExpectColumnValuesToBeInSet", "kwargs": {"column": "prompt_len_ok", "value_set": [True]}},
+    {"expectation": "ExpectColumnValuesToBeInSet",
+     "kwargs": {"column": "finish_reason", "value_set": list(FINISH_REASONS)}},
+]
+
+
+def validate_rollouts(trajectories: pd.DataFrame, stats: dict[str, Any],
+                      params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """GX-validate the trajectory table; a failure stops the run naming the offending rows.
+
+    Returns the table unchanged (now safe to write) and the stats with the validation report.
+    """
+    config = build_config(RolloutStageConfig, params, "rollout")
+    suite = config.validation or DEFAULT_SUITE
+    report = validate(derive_trajectory_columns(trajectories), suite, "rollout_trajectories")
+    raise_if_failed(report)
+    return trajectories, {**stats, "validation": report}
