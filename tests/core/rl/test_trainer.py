@@ -1,0 +1,273 @@
+"""The online RL loop (tirl.core.rl.trainer) on a toy task and on the real agent stack."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from toy_rl import ToyRollout, ToyTokenizer, make_policy, make_questions, toy_reward  # noqa: E402
+
+from tirl.core.config import ConfigError, build_config  # noqa: E402
+from tirl.core.rl.trainer import (ALGORITHMS, NonFiniteError, PromptSampler,  # noqa: E402
+                                  TrainConfig, collate, group_trajectories, train)
+from tirl.core.types import RewardBreakdown  # noqa: E402
+
+TOY = {"lr": 3e-3, "steps": 10, "batch_prompts": 4, "group_size": 4, "minibatch_size": 8,
+       "grad_accum": 2, "ppo_epochs": 2, "seed": 0}
+
+REQUIRED_METRICS = [
+    "reward/mean", "reward/format", "reward/quality", "reward/exact_match",
+    "reward/stage_0_frac", "reward/stage_1_frac", "reward/stage_2_frac",
+    "vspo/zero_adv_frac", "vspo/replaced", "vspo/refill_dropped", "vspo/table_size",
+    "loss/policy", "loss/kl", "actor/kl", "actor/entropy", "actor/clip_frac", "actor/grad_norm",
+    "lr", "perf/tokens_per_s", "time/rollout_s", "time/reward_s", "time/update_s",
+    "rollout/turns", "rollout/tool_calls",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _cfg(**over):
+    return build_config(TrainConfig, {**TOY, **over})
+
+
+def _run(cfg, n_questions=12, reward_fn=toy_reward, **kw):
+    policy = make_policy()
+    return train(policy=policy, tokenizer=ToyTokenizer(), questions=make_questions(n_questions),
+                 tools=[], config=cfg, reward_fn=reward_fn, rollout_fn=ToyRollout(policy), **kw)
+
+
+# --- configuration: fails before any work, naming the key ---------------------------------
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"algorithm": "vpso"}, "algorithm"),
+    ({"advantage": "gea"}, "advantage"),
+    ({"policy_loss": "ppo"}, "policy_loss"),
+    ({"kl_estimator": "k9"}, "kl_estimator"),
+    ({"precision": "fp16"}, "precision"),
+    ({"algorithm": "ppo", "advantage": "grpo"}, "advantage"),
+    ({"algorithm": "vspo", "advantage": "gae"}, "advantage"),
+    ({"algorithm": "cispo", "policy_loss": "ppo_clip"}, "policy_loss"),
+    ({"algorithm": "grpo", "group_size": 1}, "group_size"),
+    ({"batch_prompts": 3, "group_size": 5, "minibatch_size": 4}, "minibatch_size"),
+    ({"minibatch_size": 10, "grad_accum": 4}, "grad_accum"),
+    ({"vspo": {"selection": "valu"}}, "vspo.selection"),
+    ({"rollout": {"temperature": -1.0}}, "rollout.temperature"),
+    ({"lr": 0.0}, "lr"),
+    ({"stepz": 3}, "stepz"),
+])
+def test_bad_config_names_the_key(values, key):
+    with pytest.raises(ConfigError) as err:
+        build_config(TrainConfig, values, "vspo_update")
+    assert key in str(err.value)
+
+
+def test_unknown_algorithm_lists_known_values():
+    with pytest.raises(ConfigError) as err:
+        build_config(TrainConfig, {"algorithm": "dpo"})
+    assert all(a in str(err.value) for a in ALGORITHMS)
+
+
+def test_group_size_one_is_fine_for_ppo():
+    cfg = build_config(TrainConfig, {"algorithm": "ppo", "group_size": 1, "batch_prompts": 4})
+    assert cfg.resolved_advantage == "gae"
+
+
+def test_bad_inputs_fail_before_any_rollout():
+    calls = []
+
+    def rollout(*a):
+        calls.append(a)
+        return []
+
+    with pytest.raises(ValueError, match="batch_prompts"):
+        train(policy=make_policy(), tokenizer=ToyTokenizer(), questions=make_questions(3),
+              tools=[], config=_cfg(), reward_fn=toy_reward, rollout_fn=rollout)
+    qs = make_questions(6) + make_questions(1)
+    with pytest.raises(ValueError, match="q0"):
+        train(policy=make_policy(), tokenizer=ToyTokenizer(), questions=qs, tools=[],
+              config=_cfg(), reward_fn=toy_reward, rollout_fn=rollout)
+    assert not calls
+
+
+# --- the sampler --------------------------------------------------------------------------
+
+
+def test_sampler_covers_each_epoch_without_repeats_and_resumes():
+    s = PromptSampler(10, 3, seed=1)
+    epoch0 = [i for _ in range(3) for i in s.next_batch()]
+    assert len(set(epoch0)) == 9  # tail of 1 skipped, no repeats within the epoch
+    state = s.state_dict()
+    nxt = s.next_batch()
+    assert s.epoch == 1
+    t = PromptSampler(10, 3, seed=1)
+    t.load_state_dict(state)
+    assert t.next_batch() == nxt
+
+
+# --- batching: token-in/token-out, masks, behaviour log-probs -----------------------------
+
+
+def test_collate_keeps_token_ids_and_aligns_mask_with_targets():
+    policy = make_policy()
+    qs = make_questions(2)
+    trajs = ToyRollout(policy)(qs, 2, seed=0)
+    groups = group_trajectories(qs, trajs, [toy_reward(t, {}) for t in trajs])
+    groups[1].origin = "reuse"
+    batch = collate(groups, pad_id=0, seq_advantages=[1.0, -1.0, 0.5, -0.5])
+    assert batch.input_ids[0].tolist() == trajs[0].token_ids
+    assert batch.loss_mask[0].tolist() == [float(m) for m in trajs[0].mask[1:]]
+    # advantages live on trainable tokens only
+    assert torch.equal(batch.advantages[2], 0.5 * batch.loss_mask[2])
+    assert batch.reused.tolist() == [False, False, True, True]
+    assert batch.sample_logprobs[3].tolist() == pytest.approx(trajs[3].logprobs[1:])
+
+
+def test_first_minibatch_has_ratio_one():
+    """Old log-probs are recomputed under the pre-update policy, so one epoch of one
+    minibatch sees ratio 1 exactly and clips nothing."""
+    _, hist = _run(_cfg(steps=2, ppo_epochs=1, minibatch_size=None, grad_accum=1))
+    for h in hist:
+        assert h["actor/clip_frac"] == 0.0
+        assert h["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_rl_raises_mean_reward(algorithm):
+    """Learning, shown: every optimiser lifts the toy reward well above its start (~1/16)."""
+    _, hist = _run(_cfg(algorithm=algorithm, steps=10))
+    start = hist[0]["reward/mean"]
+    end = sum(h["reward/mean"] for h in hist[-3:]) / 3
+    assert start < 0.15
+    assert end > start + 0.1, [round(h["reward/mean"], 3) for h in hist]
+    assert all(math.isfinite(h["loss/policy"]) for h in hist)
+
+
+def test_bf16_autocast_learns():
+    _, hist = _run(_cfg(precision="bf16", steps=10))
+    end = sum(h["reward/mean"] for h in hist[-3:]) / 3
+    assert end > hist[0]["reward/mean"] + 0.1
+
+
+def test_metrics_reach_the_callback_every_step():
+    seen = []
+    _, hist = _run(_cfg(steps=3), on_metrics=lambda m, s: seen.append((s, dict(m))))
+    assert [s for s, _ in seen] == [0, 1, 2]
+    for key in REQUIRED_METRICS:
+        assert key in seen[0][1], key
+    assert [h["step"] for h in hist] == [0.0, 1.0, 2.0]
+
+
+def test_ppo_reports_critic_metrics():
+    _, hist = _run(_cfg(algorithm="ppo", steps=2))
+    assert "loss/value" in hist[-1] and "critic/grad_norm" in hist[-1]
+    assert hist[-1]["loss/value"] > 0
+
+
+@pytest.mark.parametrize("refill", ["reroll", "reuse"])
+def test_vspo_replaces_zero_advantage_groups(refill):
+    """A reward that is constant for half the prompts makes zero-advantage groups; VSPO
+    drops and refills them from the value table (reroll or reuse)."""
+
+    def reward(t, q, *, step=0):
+        if int(str(t.question_id)[1:]) % 2 == 0:
+            return RewardBreakdown(reward=0.0, stage=2, format=0.0, quality=0.0,
+                                   exact_match=0.0, outcome=0.0)
+        return toy_reward(t, q, step=step)
+
+    _, hist = _run(_cfg(steps=6, vspo={"refill": refill}), reward_fn=reward)
+    assert sum(h["vspo/zero_adv_frac"] for h in hist) > 0
+    assert sum(h["vspo/replaced"] for h in hist) > 0
+    assert hist[-1]["vspo/table_size"] > 0
+    # grpo = vspo with selection none: nothing is ever replaced
+    _, hist = _run(_cfg(algorithm="grpo", steps=4), reward_fn=reward)
+    assert sum(h["vspo/replaced"] for h in hist) == 0
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(caplog):
+    def nan_at_step_1(t, q, *, step=0):
+        r = toy_reward(t, q, step=step)
+        if step == 1:
+            return RewardBreakdown(reward=float("nan"), stage=2, format=0.0, quality=0.0,
+                                   exact_match=0.0, outcome=0.0)
+        return r
+
+    with caplog.at_level(logging.WARNING, logger="tirl.core.rl.trainer"):
+        policy, hist = _run(_cfg(steps=3), reward_fn=nan_at_step_1)
+    assert [h["step/skipped"] for h in hist] == [0.0, 1.0, 0.0]
+    assert "non-finite" in caplog.text
+
+    def always_nan(t, q, *, step=0):
+        return RewardBreakdown(reward=float("nan"), stage=2, format=0.0, quality=0.0,
+                               exact_match=0.0, outcome=0.0)
+
+    policy = make_policy()
+    before = [p.detach().clone() for p in policy.parameters()]
+    with pytest.raises(NonFiniteError, match="max_nonfinite_in_row=2"):
+        train(policy=policy, tokenizer=ToyTokenizer(), questions=make_questions(12), tools=[],
+              config=_cfg(steps=5, max_nonfinite_in_row=2), reward_fn=always_nan,
+              rollout_fn=ToyRollout(policy))
+    # skipped steps never touched the weights
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+
+
+def test_lr_schedule_warmup_and_decay():
+    _, hist = _run(_cfg(steps=4, lr=1e-3, warmup_steps=2, lr_schedule="linear"))
+    lrs = [h["lr"] for h in hist]  # lr after each step's scheduler.step()
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < lrs[1]
+
+
+# --- the real agent stack: rollout engine + PRS + search tool ------------------------------
+
+
+def test_one_step_with_the_agent_rollout_engine(tiny_tokenizer, fresh_tiny_model):
+    import pandas as pd
+
+    from tirl.core.rl.trainer import make_reward
+    from tirl.core.tools.search import build_search_tool
+
+    corpus = pd.DataFrame({"id": ["1", "2"], "title": ["Alice Marlow", "Ostmark"],
+                           "text": ["Alice Marlow was born in Norvale.",
+                                    "The capital of Ostmark is Velden."]})
+    questions = [{"id": f"q{i}", "question": q, "answers": [a], "split": "train",
+                  "task": "short", "qtype": "single_hop", "facts": [], "source": "world"}
+                 for i, (q, a) in enumerate([("Where was Alice Marlow born?", "Norvale"),
+                                             ("What is the capital of Ostmark?", "Velden")])]
+    cfg = build_config(TrainConfig, {
+        "lr": 1e-4, "steps": 1, "batch_prompts": 2, "group_size": 2,
+        "rollout": {"max_turns": 2, "max_new_tokens_per_turn": 8, "max_total_tokens": 2048}})
+    policy, hist = train(policy=fresh_tiny_model, tokenizer=tiny_tokenizer, questions=questions,
+                         tools=[build_search_tool(corpus, top_k=1)], config=cfg,
+                         reward_fn=make_reward(cfg))
+    assert len(hist) == 1 and math.isfinite(hist[0]["reward/mean"])
+    assert hist[0]["rollout/turns"] >= 1
+
+
+def test_ppo_terminal_reward_sits_on_the_last_trainable_token():
+    """GAE input: the sequence reward at the last mask-1 position (after a tool response,
+    padding or trailing prompt tokens), nowhere else."""
+    from tirl.core.rl.trainer import Batch, _last_token_rewards
+
+    mask = torch.tensor([[0, 1, 1, 0, 1, 0], [1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]],
+                        dtype=torch.float32)
+    batch = Batch(input_ids=torch.zeros(3, 7, dtype=torch.long),
+                  attention_mask=torch.ones(3, 7, dtype=torch.long), loss_mask=mask,
+                  sample_logprobs=torch.zeros(3, 6), advantages=torch.zeros(3, 6),
+                  reused=torch.zeros(3, dtype=torch.bool))
+    out = _last_token_rewards(batch, torch.tensor([0.7, -1.0, 5.0]))
+    expected = torch.zeros(3, 6)
+    expected[0, 4], expected[1, 1] = 0.7, -1.0
+    assert torch.equal(out, expected)

@@ -1,0 +1,65 @@
+"""vspo_update on an in-memory catalog with the tiny model: outputs, history, config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from tirl.core.config import ConfigError, build_config
+from tirl.pipelines.vspo_update import create_pipeline
+from tirl.pipelines.vspo_update.nodes import VSPOUpdateConfig, question_records, run_vspo_update
+
+CONF = Path(__file__).parents[3] / "conf"
+
+
+def _params(env: str) -> dict:
+    return yaml.safe_load((CONF / env / "parameters_vspo_update.yml").read_text())["vspo_update"]
+
+
+@pytest.mark.parametrize("env", ["base", "test"])
+def test_parameter_files_build(env):
+    cfg = build_config(VSPOUpdateConfig, _params(env), "vspo_update")
+    assert cfg.train.algorithm == "vspo"
+
+
+def test_pipeline_runs_with_test_params(tiny_tables, fresh_tiny_model, tiny_tokenizer, tmp_path):
+    torch.set_num_threads(1)
+    corpus, questions, _ = tiny_tables
+    params = {**_params("test"), "checkpoint_root": str(tmp_path)}
+    params["train"] = {**params["train"], "checkpoint_every": 1}
+    catalog = DataCatalog({
+        "sft_model": MemoryDataset({"model": fresh_tiny_model, "tokenizer": tiny_tokenizer},
+                                   copy_mode="assign"),
+        "questions": MemoryDataset(questions), "corpus": MemoryDataset(corpus),
+        "params:vspo_update": MemoryDataset(params),
+        "rl_model": MemoryDataset(copy_mode="assign"), "rl_history": MemoryDataset()})
+    SequentialRunner().run(create_pipeline(), catalog)
+    out, history = catalog.load("rl_model"), catalog.load("rl_history")
+    assert out["tokenizer"] is tiny_tokenizer and out["model"] is not None
+    assert [h["step"] for h in history] == [0.0, 1.0]
+    assert "reward/mean" in history[0] and "vspo/zero_adv_frac" in history[0]
+    json.dumps(history)  # the JSON dataset must be able to write it
+    assert (tmp_path / params["run_name"] / "step_00000002").is_dir()
+
+
+def test_bad_param_names_the_key(tiny_tables, tiny_model, tiny_tokenizer):
+    corpus, questions, _ = tiny_tables
+    with pytest.raises(ConfigError, match="vspo_update.train.vspo.selection"):
+        run_vspo_update({"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus,
+                        {"train": {"vspo": {"selection": "best"}}})
+
+
+def test_question_records_pick_the_split(tiny_tables):
+    _, questions, _ = tiny_tables
+    questions.loc[0, "split"] = "val"
+    recs = question_records(questions, "train", None)
+    assert [r["id"] for r in recs] == ["q1", "q2", "q3"]
+    assert isinstance(recs[0]["answers"], list)
+    with pytest.raises(ValueError, match="split 'test'"):
+        question_records(questions, "test", None)
