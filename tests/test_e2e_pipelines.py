@@ -153,5 +153,9 @@ def test_each_variant_chain_alone(tmp_path_factory, variant: str):
     (project / "src").mkdir()
     _kedro(project, f"--pipeline={variant}")
     assert (project / f"data/08_reporting/evaluation/{variant}/seed0/summary.csv").exists()
+    table = pd.read_csv(project / f"data/08_reporting/{variant}/comparison.csv")
+    assert set(table["variant"]) == {SFT_ONLY, variant}
     runs = _runs(project)
-    assert [r.info.run_name for r in runs] == [variant]
+    top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.run_name for r in top] == [variant]
+    assert {r.info.run_name for r in runs} == {variant, SFT_ONLY}

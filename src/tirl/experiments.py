@@ -6,6 +6,9 @@ wiring lives here:
 
     data_prep -> model_init -> sft -> [per variant x seed: rl -> evaluation] -> report
 
+A single variant's chain also evaluates the SFT checkpoint (``sft_only``) and reports the two
+side by side, so ``kedro run --pipeline=vspo_prs`` shows the gain of RL over its warm start.
+
 Datasets of a variant run are namespaced ``<variant>.seed<k>.<name>`` (paths in
 ``conf/base/catalog_experiments.yml``), so ``compare`` computes the shared stages once and every
 variant starts from the same SFT checkpoint.
@@ -204,7 +207,12 @@ def experiment_pipelines(stages: Mapping[str, Pipeline], seeds: Sequence[int]
     shared = sum((stages[s] for s in SHARED_STAGES), Pipeline([]))
     out: dict[str, Pipeline] = {}
     for variant, overrides in VARIANTS.items():
-        out[variant] = shared + variant_pipeline(variant, overrides, seeds)
+        # A variant run also evaluates its SFT starting point and writes the two side by side
+        # (data/08_reporting/<variant>/comparison.md), so its gain over SFT is in the run.
+        out[variant] = (shared + sft_only_pipeline(seeds)
+                        + variant_pipeline(variant, overrides, seeds)
+                        + report_pipeline({variant: overrides}, seeds, with_sft=True,
+                                          prefix=variant))
     out[SFT_ONLY] = shared + sft_only_pipeline(seeds)
     out["compare"] = (shared + sft_only_pipeline(seeds)
                       + sum((variant_pipeline(v, o, seeds) for v, o in VARIANTS.items()),

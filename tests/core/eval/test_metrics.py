@@ -89,3 +89,22 @@ def test_pass_at_k_over_samples():
 
 def test_empty_summary():
     assert summarise(pd.DataFrame()).empty
+
+
+def test_select_questions_from_parquet_with_long_form_facts(tmp_path):
+    """Regression: parquet returns ``facts`` as numpy arrays; the judge must get a tuple."""
+    from tirl.core.eval.run import select_questions
+
+    df = pd.DataFrame([QUESTIONS["c"], QUESTIONS["a"]])
+    df.to_parquet(tmp_path / "q.parquet")
+    selected = select_questions(pd.read_parquet(tmp_path / "q.parquet"), ["test_in_domain"], None)
+    seen = {}
+
+    class Recording:
+        def judge(self, *, question, reference, answer, facts=()):
+            seen["facts"] = facts
+            return JudgeVerdict(score=1.0, match=True)
+
+    by_id = {q["id"]: q for q in selected}
+    evaluate([_traj("c", "X was born in Y")], by_id, judge=Recording())
+    assert seen["facts"] == ("X was born in Y",)

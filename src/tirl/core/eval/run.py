@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -17,6 +17,7 @@ from tirl.core.agent.backends import make_backend
 from tirl.core.agent.rollout import RolloutConfig, run_rollouts
 from tirl.core.config import build_config, field_
 from tirl.core.eval.metrics import benchmark_of, evaluate
+from tirl.core.records import records as plain_records
 from tirl.core.rewards.judges import make_judge
 from tirl.core.tools.search import build_search_tool
 from tirl.core.types import Trajectory
@@ -52,7 +53,7 @@ def select_questions(questions: pd.DataFrame, splits: Sequence[str],
     if unknown:
         raise ValueError(f"evaluation.splits: no questions in split(s) {sorted(unknown)} "
                          f"(present: {sorted(questions['split'].unique())})")
-    records = questions[questions["split"].isin(list(splits))].to_dict("records")
+    records = plain_records(questions[questions["split"].isin(list(splits))])
     if max_per_benchmark is None:
         return records
     seen: dict[str, int] = {}

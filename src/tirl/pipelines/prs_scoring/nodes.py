@@ -18,6 +18,7 @@ import pandas as pd
 from tirl.core.config import build_config, field_, to_dict
 from tirl.core.rewards.prs import REWARDS, RewardConfig, build_reward_fn, score_batch
 from tirl.core.types import RewardBreakdown, Trajectory
+from tirl.core.records import plain
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +43,6 @@ class ScoringConfig:
                                            "judge": self.judge}, "prs_scoring")
 
 
-def _plain(value: Any) -> Any:
-    """numpy arrays/scalars (as pyarrow hands back nested columns) -> plain Python."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 _NESTED = {"token_ids", "mask", "logprobs", "messages", "turns", "tool_calls", "parse_errors"}
 
 
@@ -67,7 +55,7 @@ def _nested(value: Any, column: str, row: int) -> list[Any]:
         except json.JSONDecodeError as exc:
             raise ValueError(f"rollout_trajectories row {row}, column {column!r}: not JSON "
                              f"({exc})") from exc
-    value = _plain(value)
+    value = plain(value)
     if not isinstance(value, list):
         raise ValueError(f"rollout_trajectories row {row}, column {column!r}: expected a list, "
                          f"got {type(value).__name__}")
@@ -88,7 +76,7 @@ def trajectory_from_row(record: dict[str, Any], row: int = 0) -> Trajectory:
         if key in _NESTED:
             value = _nested(value, key, row)
         else:
-            value = _plain(value)
+            value = plain(value)
             if isinstance(value, float) and math.isnan(value):
                 value = None
         out[key] = value
@@ -108,7 +96,7 @@ def _questions_by_id(questions: pd.DataFrame) -> dict[str, dict[str, Any]]:
             raise ValueError(f"questions: missing column {col!r}")
     out: dict[str, dict[str, Any]] = {}
     for i, rec in enumerate(questions.to_dict("records")):
-        rec = {k: _plain(v) for k, v in rec.items()}
+        rec = {k: plain(v) for k, v in rec.items()}
         for key in ("answers", "facts"):
             v = rec.get(key)
             if isinstance(v, str):

@@ -23,6 +23,7 @@ from tirl.core.agent.rollout import RolloutConfig, rollout_stats, run_rollouts
 from tirl.core.config import build_config, field_, to_dict
 from tirl.core.data.validation import raise_if_failed, validate
 from tirl.core.eval.sample import trajectories_markdown
+from tirl.core.records import plain, split_records
 from tirl.core.tools.search import build_search_tool
 from tirl.core.types import FINISH_REASONS, Trajectory
 
@@ -67,21 +68,11 @@ def trajectories_to_frame(trajectories: list[Trajectory]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(Trajectory.__dataclass_fields__))
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def frame_to_trajectories(df: pd.DataFrame) -> list[Trajectory]:
     """Inverse of :func:`trajectories_to_frame` (accepts numpy arrays from parquet)."""
     out = []
     for rec in df.to_dict("records"):
-        rec = {k: _plain(v) for k, v in rec.items()}
+        rec = {k: plain(v) for k, v in rec.items()}
         for col in JSON_ITEM_COLUMNS:
             rec[col] = [json.loads(v) if isinstance(v, str) else v for v in (rec.get(col) or [])]
         out.append(Trajectory.from_record(rec))
@@ -89,16 +80,6 @@ def frame_to_trajectories(df: pd.DataFrame) -> list[Trajectory]:
 
 
 # --- nodes ---------------------------------------------------------------------------------
-
-
-def _select(questions: pd.DataFrame, split: str, n: int | None) -> list[dict[str, Any]]:
-    if "split" not in questions.columns:
-        raise ValueError(f"questions: no 'split' column (columns: {list(questions.columns)})")
-    chosen = questions[questions["split"] == split]
-    if chosen.empty:
-        raise ValueError(f"rollout.split: no questions in split {split!r} "
-                         f"(present: {sorted(questions['split'].unique())})")
-    return chosen.head(n).to_dict("records") if n is not None else chosen.to_dict("records")
 
 
 def _policy(model: dict[str, Any], config: RolloutStageConfig) -> tuple[Any, Any]:
@@ -124,7 +105,7 @@ def generate_rollouts(model: dict[str, Any], questions: pd.DataFrame, corpus: pd
     """
     config = build_config(RolloutStageConfig, params, "rollout")
     policy, tokenizer = _policy(model, config)
-    selected = _select(questions, config.split, config.n_questions)
+    selected = split_records(questions, config.split, config.n_questions, key="rollout.split")
     tools = {"search": build_search_tool(corpus, tokenizer=tokenizer, **config.search)}
     backend = make_backend(config.engine.backend, policy, tokenizer,
                            **({"max_batch": config.engine.max_batch} if config.engine.backend == "hf" else {}))

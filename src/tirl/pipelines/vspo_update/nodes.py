@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from tirl import tracking
 from tirl.core.config import build_config, field_
+from tirl.core.records import split_records
 from tirl.core.rl.trainer import TrainConfig, make_reward, train
 from tirl.core.tools.search import build_search_tool
 
@@ -40,28 +40,12 @@ class VSPOUpdateConfig:
     train: TrainConfig = field_(default_factory=TrainConfig, doc="the RL loop (TrainConfig)")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def question_records(questions: pd.DataFrame, split: str, n: int | None) -> list[dict[str, Any]]:
     """Plain-python records of one split (parquet lists arrive as numpy arrays)."""
     missing = [c for c in ("id", "question", "answers", "split") if c not in questions.columns]
     if missing:
         raise ValueError(f"questions: missing columns {missing} (has {list(questions.columns)})")
-    rows = questions[questions["split"] == split]
-    if rows.empty:
-        raise ValueError(f"questions: no rows with split {split!r} "
-                         f"(have {sorted(questions['split'].unique())})")
-    if n is not None:
-        rows = rows.head(n)
-    return [{k: _plain(v) for k, v in rec.items()} for rec in rows.to_dict("records")]
+    return split_records(questions, split, n, key="vspo_update.split")
 
 
 def run_vspo_update(sft_model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFrame,
