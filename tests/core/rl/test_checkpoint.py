@@ -129,6 +129,20 @@ def test_resume_in_process_matches_uninterrupted(tmp_path):
     assert _deterministic(resumed) == _deterministic(full)
 
 
+def test_checkpoint_of_another_run_is_set_aside_not_resumed(tmp_path):
+    ckdir = tmp_path / "run"
+    _train(ckdir, steps=4)
+    _, fresh = _train(lr=1e-3)  # an uninterrupted run with the changed setting
+    _, resumed = _train(ckdir, resume=True, lr=1e-3)
+    assert len(resumed) == CFG["steps"]  # started at step 0, not 4
+    assert _deterministic(resumed) == _deterministic(fresh)
+    stale = tmp_path / "run.stale-0"
+    assert ckpt.load_latest(stale).step == 4  # the other run's checkpoints are kept aside
+    # ... and the new run resumes its own checkpoints
+    _, again = _train(ckdir, resume=True, lr=1e-3)
+    assert _deterministic(again) == _deterministic(resumed)
+
+
 def test_sigkill_then_resume_ends_with_the_same_metrics(tmp_path):
     ckdir = tmp_path / "ck"
     script = tmp_path / "run.py"

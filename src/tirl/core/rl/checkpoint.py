@@ -127,6 +127,17 @@ def load_latest(root: Path | str | None) -> Checkpoint | None:
     return None
 
 
+def set_aside(root: Path | str) -> Path:
+    """Move the checkpoint folder ``root`` to a sibling ``<name>.stale-<n>`` (nothing is
+    deleted) and return the new path."""
+    root = Path(root)
+    n = 0
+    while (target := root.with_name(f"{root.name}.stale-{n}")).exists():
+        n += 1
+    root.rename(target)
+    return target
+
+
 # --- RNG state ---------------------------------------------------------------------------
 
 

@@ -40,6 +40,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import random
@@ -624,10 +627,19 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
 
     table = ValueTable(config.effective_vspo)
     state = _State()
+    fingerprint = run_fingerprint(config, raw_policy, questions)
     if resume:
         loaded = ckpt.load_latest(checkpoint_dir)
+        if loaded is not None and loaded.state.get("fingerprint") != fingerprint:
+            # Same folder, other run: resuming would silently continue training that used
+            # other settings, another starting model or other questions. Keep it, aside.
+            stale = ckpt.set_aside(checkpoint_dir)
+            logger.warning("resume: the checkpoints in %s come from a run with other settings, "
+                           "starting model or questions; moved them to %s and starting fresh",
+                           checkpoint_dir, stale)
+            loaded = None
         if loaded is None:
-            logger.info("resume: no checkpoint in %s, starting fresh", checkpoint_dir)
+            logger.info("resume: no matching checkpoint in %s, starting fresh", checkpoint_dir)
         else:
             s = loaded.state
             raw_policy.load_state_dict(s["policy"])
@@ -752,11 +764,34 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
                     "sampler": sampler.state_dict(), "value_table": table.state_dict(),
                     "step": state.step, "history": state.history,
                     "nonfinite_in_row": state.nonfinite_in_row, "rng": ckpt.rng_state(),
+                    "fingerprint": fingerprint,
                 }, keep=config.keep_checkpoints)
             acc.wait_for_everyone()
     bar.close()
     raw_policy.eval()
     return raw_policy, state.history
+
+
+#: Fields that may change between a run and its resumption without making it another run.
+_RESUMABLE_FIELDS = ("steps", "checkpoint_every", "keep_checkpoints")
+
+
+def run_fingerprint(config: TrainConfig, policy: torch.nn.Module,
+                    questions: Sequence[dict[str, Any]]) -> str:
+    """Identity of a training run: its settings (less :data:`_RESUMABLE_FIELDS`), a digest of
+    the starting weights and the question ids. A checkpoint resumes only the same run."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in _RESUMABLE_FIELDS}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in policy.state_dict().items():
+            flat = p.detach().reshape(-1)
+            # Shape plus a few values from both ends: cheap for 7B models, and any change of
+            # starting checkpoint changes them.
+            sample = torch.cat([flat[:256], flat[-256:]]).float().cpu().numpy().tobytes()
+            h.update(name.encode() + str(tuple(p.shape)).encode() + sample)
+    h.update(json.dumps([q["id"] for q in questions]).encode())
+    return h.hexdigest()[:16]
 
 
 def _zero_weight(batch: Batch) -> Batch:
