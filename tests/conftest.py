@@ -110,3 +110,15 @@ def tiny_tables():
     gold = pd.DataFrame({"id": [f"g{i}" for i in range(n)], "question_id": list(questions["id"]),
                          "messages": [json.dumps(c) for c in tiny_gold_chats()]})
     return corpus, questions, gold
+
+
+@pytest.fixture(autouse=True)
+def _torch_one_thread():
+    """One torch thread per test: the suite runs as two xdist workers on two cores, and
+    oversubscribed BLAS threads make every test slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -10,14 +10,6 @@ import torch
 from tirl.core.agent.backends import BACKENDS, GenOut, make_backend, sample_next
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def prompts(tiny_tokenizer):
     texts = ["Where was Alice Marlow born?", "Doc 1 (Title: Ostmark) The capital", "Velden"]

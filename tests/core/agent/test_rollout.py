@@ -22,14 +22,6 @@ CALL = "<think>search it</think>\n" + P.format_tool_call("search", {"query": "Al
 ANSWER = P.format_answer("Norvale")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tools():
     corpus = pd.DataFrame({"id": ["1", "2"], "title": ["Alice Marlow", "Kestrel Works"],

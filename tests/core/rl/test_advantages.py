@@ -12,11 +12,6 @@ from tirl.core.rl.advantages import (
 SEQUENCE_ESTIMATORS = sorted(n for n, lvl in ADVANTAGE_LEVELS.items() if lvl == "sequence")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def test_registry_lists_known_names_on_unknown():
     assert {"grpo", "drgrpo", "gae"} <= set(ADVANTAGE_ESTIMATORS)
     assert set(ADVANTAGE_LEVELS) == set(ADVANTAGE_ESTIMATORS)

@@ -42,11 +42,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def _deterministic(history):
     return [{k: v for k, v in h.items() if not k.startswith(("time/", "perf/"))}
             for h in history]

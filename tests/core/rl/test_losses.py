@@ -13,11 +13,6 @@ from tirl.core.rl.losses import (
     token_entropy, token_logprobs)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 MASK = torch.tensor([[0, 1, 1, 0], [1, 0, 1, 1]])
 ADV = torch.tensor([[5.0, 1.0, -2.0, 5.0], [0.5, 9.0, 0.5, -1.0]])
 

@@ -25,14 +25,6 @@ CHAT = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_labels_cover_exactly_assistant_turns_and_their_im_end(tiny_tokenizer):
     tok = tiny_tokenizer
     (ex,) = build_sft_examples(tok, [CHAT], TOOLS)

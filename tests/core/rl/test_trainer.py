@@ -31,11 +31,6 @@ REQUIRED_METRICS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def _cfg(**over):
     return build_config(TrainConfig, {**TOY, **over})
 
