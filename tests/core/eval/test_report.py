@@ -50,3 +50,10 @@ def test_frame_markdown():
     df = pd.DataFrame({"selection": ["none", "value"], "off": [0.25, float("nan")]})
     assert report.frame_markdown(df) == (
         "| selection | off |\n|---|---|\n| none | 0.250 |\n| value | — |\n")
+
+
+def test_markdown_marks_metrics_that_do_not_apply():
+    df = pd.DataFrame([{"variant": "a", "seed": 0, "benchmark": b, "judge_score": v}
+                       for b, v in (("single_hop", float("nan")), ("all", 0.5))])
+    md = report.to_markdown(report.comparison_table(df, "judge_score"), "judge_score")
+    assert "| a | — | 0.500 ± 0.000 | 1 |" in md

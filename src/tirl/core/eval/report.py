@@ -53,7 +53,8 @@ def to_markdown(table: pd.DataFrame, metric: str = "exact_match", digits: int = 
     sep = "|" + "---|" * (len(benches) + 2)
     lines = [f"**{metric}** (mean ± std over seeds)", "", header, sep]
     for _, row in table.iterrows():
-        cells = [f"{row[b]:.{digits}f} ± {row[b + '_std']:.{digits}f}" for b in benches]
+        cells = ["—" if pd.isna(row[b]) else f"{row[b]:.{digits}f} ± {row[b + '_std']:.{digits}f}"
+                 for b in benches]  # "—": the metric does not apply (judge on short-form)
         lines.append(f"| {row['variant']} | " + " | ".join(cells) + f" | {int(row['seeds'])} |")
     return "\n".join(lines) + "\n"
 
