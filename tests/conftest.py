@@ -122,3 +122,27 @@ def _torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_mlflow(tmp_path_factory):
+    """Tests never write to the project's MLflow store: saving through an
+    ``MlflowArtifactDataset`` outside a run makes MLflow start one on its own."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_mlflow_run():
+    """A run that a test left active (see above) would leak into the next test."""
+    yield
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()

@@ -25,8 +25,9 @@ KEDRO = str(Path(sys.executable).with_name("kedro"))
 
 
 def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false"})
     proc = subprocess.run([KEDRO, "run", "--env=test", *args], cwd=project, env=env,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"kedro run {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
