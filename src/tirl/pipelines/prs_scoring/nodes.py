@@ -18,7 +18,7 @@ import pandas as pd
 from tirl.core.config import build_config, field_, to_dict
 from tirl.core.rewards.prs import REWARDS, RewardConfig, build_reward_fn, score_batch
 from tirl.core.types import RewardBreakdown, Trajectory
-from tirl.core.records import plain
+from tirl.core.records import plain, records
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ def _questions_by_id(questions: pd.DataFrame) -> dict[str, dict[str, Any]]:
         if col not in questions.columns:
             raise ValueError(f"questions: missing column {col!r}")
     out: dict[str, dict[str, Any]] = {}
-    for i, rec in enumerate(questions.to_dict("records")):
-        rec = {k: plain(v) for k, v in rec.items()}
+    for i, rec in enumerate(records(questions)):
         for key in ("answers", "facts"):
             v = rec.get(key)
             if isinstance(v, str):
