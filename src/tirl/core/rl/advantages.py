@@ -25,6 +25,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from tirl.core.registry import getter
+
 ADVANTAGE_ESTIMATORS: dict[str, Callable] = {}
 ADVANTAGE_LEVELS: dict[str, str] = {}
 
@@ -44,13 +46,7 @@ def register_advantage_estimator(name: str, level: str) -> Callable[[Callable], 
     return deco
 
 
-def get_advantage_estimator(name: str) -> Callable:
-    """The estimator registered as ``name``; an unknown name lists the known ones."""
-    try:
-        return ADVANTAGE_ESTIMATORS[name]
-    except KeyError:
-        raise ValueError(f"unknown advantage estimator {name!r} "
-                         f"(known: {sorted(ADVANTAGE_ESTIMATORS)})") from None
+get_advantage_estimator = getter(ADVANTAGE_ESTIMATORS, "advantage estimator")
 
 
 def group_stats(*, rewards: Tensor, group_index: Tensor) -> tuple[Tensor, Tensor]:

@@ -21,28 +21,16 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from tirl.core.registry import getter, registrar
+
 # exp() of a log-ratio beyond this overflows float32 long before it is meaningful.
 _MAX_LOG_RATIO = 20.0
 
 KL_ESTIMATORS: dict[str, Callable] = {}
 
 
-def register_kl_estimator(name: str) -> Callable[[Callable], Callable]:
-    def deco(fn: Callable) -> Callable:
-        if name in KL_ESTIMATORS:
-            raise ValueError(f"KL estimator {name!r} is already registered")
-        KL_ESTIMATORS[name] = fn
-        return fn
-    return deco
-
-
-def get_kl_estimator(name: str) -> Callable:
-    """The estimator registered as ``name``; an unknown name lists the known ones."""
-    try:
-        return KL_ESTIMATORS[name]
-    except KeyError:
-        raise ValueError(f"unknown KL estimator {name!r} "
-                         f"(known: {sorted(KL_ESTIMATORS)})") from None
+register_kl_estimator = registrar(KL_ESTIMATORS, "KL estimator")
+get_kl_estimator = getter(KL_ESTIMATORS, "KL estimator")
 
 
 def _log_ratio(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

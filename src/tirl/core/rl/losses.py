@@ -40,6 +40,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from tirl.core.registry import getter, registrar
+
 # Log-ratios beyond this are numerically meaningless (exp overflows float32 near 88) and
 # only come from stale or broken log-probs; clamping keeps the loss finite.
 _MAX_LOG_RATIO = 20.0
@@ -49,32 +51,12 @@ POLICY_LOSSES: dict[str, Callable] = {}
 VALUE_LOSSES: dict[str, Callable] = {}
 
 
-def _registrar(table: dict[str, Callable], kind: str) -> Callable[[str], Callable]:
-    def register(name: str) -> Callable[[Callable], Callable]:
-        def deco(fn: Callable) -> Callable:
-            if name in table:
-                raise ValueError(f"{kind} {name!r} is already registered")
-            table[name] = fn
-            return fn
-        return deco
-    return register
-
-
-def _getter(table: dict[str, Callable], kind: str) -> Callable[[str], Callable]:
-    def get(name: str) -> Callable:
-        try:
-            return table[name]
-        except KeyError:
-            raise ValueError(f"unknown {kind} {name!r} (known: {sorted(table)})") from None
-    return get
-
-
-register_aggregation = _registrar(LOSS_AGGREGATIONS, "loss aggregation")
-register_policy_loss = _registrar(POLICY_LOSSES, "policy loss")
-register_value_loss = _registrar(VALUE_LOSSES, "value loss")
-get_aggregation = _getter(LOSS_AGGREGATIONS, "loss aggregation")
-get_policy_loss = _getter(POLICY_LOSSES, "policy loss")
-get_value_loss = _getter(VALUE_LOSSES, "value loss")
+register_aggregation = registrar(LOSS_AGGREGATIONS, "loss aggregation")
+register_policy_loss = registrar(POLICY_LOSSES, "policy loss")
+register_value_loss = registrar(VALUE_LOSSES, "value loss")
+get_aggregation = getter(LOSS_AGGREGATIONS, "loss aggregation")
+get_policy_loss = getter(POLICY_LOSSES, "policy loss")
+get_value_loss = getter(VALUE_LOSSES, "value loss")
 
 
 def _check_same_shape(**tensors: Tensor) -> None:
