@@ -4,8 +4,9 @@ The rollout engine talks to one interface, :class:`GenerationBackend`; which eng
 the tokens is a name in the config:
 
 - ``hf``: any transformers causal LM (CPU or GPU). A tight sampling loop with the KV cache
-  kept for the duration of one call; sequences that stop leave the batch (their rows are
-  dropped from the cache), so finished trajectories cost nothing.
+  kept for the duration of one call in buffers sized for the whole call (no copy of the cache
+  per generated token); sequences that stop leave the batch (their rows are dropped from the
+  cache once a quarter of the batch has stopped), so finished trajectories cost little.
 - ``vllm``: vLLM's offline ``LLM`` (GPU, optional extra, imported lazily). Prompt token ids
   in, token ids and sampling log-probs out; :meth:`VLLMBackend.sync_weights` pushes updated
   policy weights into the engine (as TRL's colocate mode does).
@@ -17,6 +18,7 @@ quantity the trainer recomputes from its own forward pass.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Sequence
@@ -88,6 +90,67 @@ def sample_next(*, logits: Any, temperature: float, top_p: float, generator: Any
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+@functools.cache
+def _reserved_layer_class() -> type:
+    """``DynamicLayer`` writing into a buffer reserved up front (built on first use so that
+    importing this module does not import transformers)."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class ReservedLayer(DynamicLayer):
+        """transformers' ``DynamicLayer`` concatenates the whole cache with every new token,
+        a copy that grows with the sequence and took a third of CPU rollout time. This one
+        writes each step into a buffer of ``reserve`` positions (grown only if exceeded)
+        and exposes ``keys``/``values`` as views of its filled part."""
+
+        def __init__(self, reserve: int) -> None:
+            super().__init__()
+            self.reserve = reserve
+            self._k = self._v = None
+            self._len = 0
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self._len + key_states.shape[-2]
+            if self._k is None or end > self._k.shape[-2]:
+                shape = (*key_states.shape[:2], max(end, self.reserve), key_states.shape[-1])
+                k, v = key_states.new_empty(shape), value_states.new_empty(shape)
+                if self._len:
+                    k[..., :self._len, :] = self.keys
+                    v[..., :self._len, :] = self.values
+                self._k, self._v = k, v
+            self._k[..., self._len:end, :] = key_states
+            self._v[..., self._len:end, :] = value_states
+            self._len = end
+            self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self._len:
+                self._k, self._v = self._k[indices, ...], self._v[indices, ...]
+                self.keys, self.values = self._k[..., :self._len, :], self._v[..., :self._len, :]
+
+        def reset(self) -> None:
+            self._k = self._v = None
+            self._len = 0
+            super().reset()
+
+    return ReservedLayer
+
+
+def _reserved_cache(config: Any, reserve: int) -> Any:
+    """A ``DynamicCache`` whose full-attention layers reserve ``reserve`` positions."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    layer_cls = _reserved_layer_class()
+    cache = DynamicCache(config=config)
+    cache.layers = [layer_cls(reserve) if type(layer) is DynamicLayer else layer
+                    for layer in cache.layers]
+    return cache
 
 
 class HFBackend:
@@ -166,10 +229,12 @@ class HFBackend:
         """Drop all kept KV (e.g. after the policy's weights changed)."""
         self._kept = {}
 
-    def _prefill_inputs(self, prompts: list[Sequence[int]], past: list[Any], live: list[int]):
+    def _prefill_inputs(self, prompts: list[Sequence[int]], past: list[Any], live: list[int],
+                        new_tokens: int):
         """Batch layout ``[pad][kept KV][pad][new tokens]`` per row (attention mask 0 on pads).
 
-        Returns (input_ids [B, N], attention_mask [B, C + N], position_ids [B, N], cache or None).
+        Returns (input_ids [B, N], attention_mask [B, C + N], position_ids [B, N], cache); the
+        cache has room for ``new_tokens`` more positions per row.
         """
         import torch
 
@@ -186,11 +251,9 @@ class HFBackend:
             attn[r, c + w - len(toks):] = 1
         ids, attn = ids.to(self.device), attn.to(self.device)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, c:]
-        cache = None
+        reserve = c + w + new_tokens
+        cache = _reserved_cache(self.model.config, reserve)
         if c > 0:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=self.model.config)
             first = next(i for i in live if past[i] is not None)
             for layer, (ref_k, ref_v) in enumerate(past[first][1]):
                 # One allocation per layer; each row's kept KV is copied right-aligned.
@@ -227,7 +290,8 @@ class HFBackend:
         live = [i for i in range(b) if budgets[i] > 0]
         if not live:
             return outs, keep
-        step_input, attn, step_pos, cache = self._prefill_inputs(prompts, past, live)
+        step_input, attn, step_pos, cache = self._prefill_inputs(
+            prompts, past, live, max(budgets[i] for i in live))
         # Where each row's real tokens sit in the cache: [c - kept, c) and [c + w - new, end).
         c, w = attn.shape[1] - step_input.shape[1], step_input.shape[1]
         spans0 = {}
@@ -237,6 +301,7 @@ class HFBackend:
         stop_t = torch.tensor(sorted(stop_token_ids), dtype=torch.long, device=self.device)
         rows = torch.tensor(live, dtype=torch.long)  # row r of the batch is output rows[r]
         max_len = max(len(s) for s in stop_strings) if stop_strings else 0
+        dead: set[int] = set()  # batch rows that stopped but still sit in the cache
         with torch.inference_mode():
             for _ in range(max(budgets[i] for i in live)):
                 out = self.model(input_ids=step_input, attention_mask=attn, position_ids=step_pos,
@@ -247,8 +312,9 @@ class HFBackend:
                 tok_list, lp_list = tokens.tolist(), logps.tolist()
                 stopped = (torch.isin(tokens, stop_t) if len(stop_t) else
                            torch.zeros_like(tokens, dtype=torch.bool)).tolist()
-                still: list[int] = []
                 for r, i in enumerate(rows.tolist()):
+                    if r in dead:
+                        continue
                     o = outs[i]
                     o.token_ids.append(tok_list[r])
                     o.logprobs.append(lp_list[r])
@@ -259,21 +325,27 @@ class HFBackend:
                     elif len(o.token_ids) >= budgets[i]:
                         o.stop_reason = "length"
                     else:
-                        still.append(r)
                         continue
+                    dead.add(r)
                     if keep_kv:
                         # The cache holds the prompt and every sampled token but the last one.
                         tokens_kept = list(prompts[i]) + o.token_ids[:-1]
                         (a, b), (d, _) = spans0[i]
                         keep[i] = (tokens_kept, self._row_kv(cache, r, [(a, b), (d, attn.shape[1])]))
-                if not still:
+                if len(dead) == len(rows):
                     break
-                if len(still) < len(rows):
+                # Dropping stopped rows copies the whole cache, so it waits until a quarter of
+                # the batch has stopped: rows finish one by one, and a copy per finished row
+                # costs more than a few wasted single-token steps. Until then a dead row keeps
+                # decoding; its tokens are ignored and nothing reads its sampler draws.
+                if len(dead) * 4 >= len(rows):
+                    still = [r for r in range(len(rows)) if r not in dead]
                     sel = torch.tensor(still, dtype=torch.long, device=self.device)
                     cache.batch_select_indices(sel)
                     attn, tokens, step_pos = attn[sel], tokens[sel], step_pos[sel]
                     rows = rows[torch.tensor(still, dtype=torch.long)]
-                attn = torch.cat([attn, attn.new_ones((len(still), 1))], dim=-1)
+                    dead = set()
+                attn = torch.cat([attn, attn.new_ones((len(rows), 1))], dim=-1)
                 step_pos = step_pos[:, -1:] + 1
                 step_input = tokens[:, None]
         return outs, keep
