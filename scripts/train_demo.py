@@ -69,6 +69,7 @@ def main() -> None:
     questions, corpus, kb = dp.load_sources(dp_params)
     report = dp.validate_sources(questions, corpus, dp_params)
     gold = dp.build_gold(questions, corpus, kb, report, dp_params)
+    practice = dp.build_practice(kb, dp_params)
     base = init_model(corpus, questions, gold, params("model_init"))
     sft_params = params("sft")
     if args.sft_pretrain_steps is not None:
@@ -76,7 +77,7 @@ def main() -> None:
     if args.sft_max_steps is not None:
         sft_params["max_steps"] = args.sft_max_steps
     sft_params["progress_bar"] = False
-    sft_model, sft_metrics = run_sft(base, gold, corpus, questions, sft_params)
+    sft_model, sft_metrics = run_sft(base, gold, practice, corpus, questions, sft_params)
     t_sft = time.perf_counter() - t0
 
     rl_params = params("vspo_update")

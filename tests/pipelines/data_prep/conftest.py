@@ -10,7 +10,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 NQ_SAMPLE = ROOT / "tests" / "fixtures" / "flashrag_nq_test_sample.jsonl"
-OUTPUTS = ("questions", "corpus", "gold_trajectories", "world_kb", "data_validation_report")
+OUTPUTS = ("questions", "corpus", "gold_trajectories", "practice_trajectories", "world_kb",
+           "data_validation_report")
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -17,7 +17,8 @@ from tirl.pipelines.data_prep.nodes import build_data_prep_config
 
 ROOT = Path(__file__).resolve().parents[3]
 NQ_SAMPLE = ROOT / "tests" / "fixtures" / "flashrag_nq_test_sample.jsonl"
-OUTPUTS = ("questions", "corpus", "gold_trajectories", "world_kb", "data_validation_report")
+OUTPUTS = ("questions", "corpus", "gold_trajectories", "practice_trajectories", "world_kb",
+           "data_validation_report")
 PRIMARY = ("questions", "corpus", "gold_trajectories", "world_kb")
 
 

@@ -24,7 +24,8 @@ def test_pipeline_runs_with_test_params(tiny_tables, fresh_tiny_model, tiny_toke
     corpus, questions, gold = tiny_tables
     catalog = DataCatalog({
         "base_model": MemoryDataset({"model": fresh_tiny_model, "tokenizer": tiny_tokenizer}, copy_mode="assign"),
-        "gold_trajectories": MemoryDataset(gold), "corpus": MemoryDataset(corpus),
+        "gold_trajectories": MemoryDataset(gold), "practice_trajectories": MemoryDataset(gold.iloc[:0]),
+        "corpus": MemoryDataset(corpus),
         "questions": MemoryDataset(questions), "params:sft": MemoryDataset(_test_params()),
         "sft_model": MemoryDataset(copy_mode="assign"), "sft_metrics": MemoryDataset()})
     SequentialRunner().run(create_pipeline(), catalog)
@@ -39,7 +40,8 @@ def test_pipeline_runs_with_test_params(tiny_tables, fresh_tiny_model, tiny_toke
 def test_bad_param_names_the_key(tiny_tables, tiny_model, tiny_tokenizer):
     corpus, questions, gold = tiny_tables
     with pytest.raises(Exception, match="sft.batch_sise"):
-        run_sft({"model": tiny_model, "tokenizer": tiny_tokenizer}, gold, corpus, questions, {"batch_sise": 2})
+        run_sft({"model": tiny_model, "tokenizer": tiny_tokenizer}, gold, gold.iloc[:0], corpus, questions,
+                {"batch_sise": 2})
 
 
 def test_only_train_split_is_trained_on(tiny_tables):
@@ -53,3 +55,29 @@ def test_only_train_split_is_trained_on(tiny_tables):
     gold.loc[0, "question_id"] = "nope"
     with pytest.raises(ValueError, match="unknown question ids"):
         chats_by_split(gold, questions)
+
+
+def test_practice_chats_join_the_phases_they_are_named_for(tiny_tables, tiny_model, tiny_tokenizer):
+    """Practice chats (other worlds) add SFT examples and LM rows only where configured; a
+    broken practice row names its table and id."""
+    import copy
+
+    corpus, questions, gold = tiny_tables
+    practice = gold.assign(id=[f"practice-{i}" for i in gold["id"]],
+                           question_id=[f"practice-{q}" for q in gold["question_id"]])
+    params = {**_test_params(), "probe_size": 0}
+
+    def run(phases, table):
+        model = {"model": copy.deepcopy(tiny_model), "tokenizer": tiny_tokenizer}
+        return run_sft(model, gold, table, corpus, questions, {**params, "practice_phases": phases})[1]
+
+    alone, both, lm_only = run([], practice), run(["pretrain", "sft"], practice), run(["pretrain"], practice)
+    assert both["sft/examples"] == 2 * alone["sft/examples"] == 2 * lm_only["sft/examples"]
+    assert both["sft/pretrain/rows"] > alone["sft/pretrain/rows"]
+    assert lm_only["sft/pretrain/rows"] == both["sft/pretrain/rows"]
+    with pytest.raises(Exception, match="practice_phases"):
+        run(["warmup"], practice)
+    broken = practice.copy()
+    broken.loc[0, "messages"] = "not json"
+    with pytest.raises(ValueError, match="practice_trajectories row id='practice-"):
+        run(["sft"], broken)

@@ -36,6 +36,7 @@ IGNORE_INDEX = -100  # torch cross-entropy's ignore_index: these positions carry
 MetricsCallback = Callable[[Mapping[str, float], int], None]
 
 SCHEDULES = ("cosine", "linear", "constant")
+PRACTICE_PHASES = ("pretrain", "sft")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -70,6 +71,14 @@ class SFTConfig:
     probe_size: int = field_(8, doc="gold chats per probe split greedily decoded after training (0 = none)", ge=0)
     probe_max_new_tokens: int = field_(64, doc="token budget per probed turn", ge=1)
     progress_bar: bool = field_(True, doc="show a tqdm progress bar")
+    practice_phases: tuple[str, ...] = field_(
+        ("pretrain", "sft"), doc="phases that also train on the practice chats, if any were given "
+                                 "(subset of pretrain, sft)")
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.practice_phases if p not in PRACTICE_PHASES]
+        if bad:
+            raise ValueError(f"practice_phases: {bad} not in {list(PRACTICE_PHASES)}")
 
 
 # --- examples ---------------------------------------------------------------------------
@@ -304,6 +313,7 @@ def train_sft(model: Any, tokenizer: Any, chats: Sequence[Sequence[Mapping[str, 
               config: SFTConfig, *, tools: Sequence[Mapping[str, Any]] | None = None,
               pretrain_texts: Sequence[str] = (), on_metrics: MetricsCallback | None = None,
               probe_chats: Mapping[str, Sequence[Sequence[Mapping[str, str]]]] | None = None,
+              practice_chats: Sequence[Sequence[Mapping[str, str]]] = (),
               accelerator: Any = None) -> tuple[Any, dict[str, float]]:
     """Train ``model`` in place (pretraining phase, then SFT) and return it with a summary.
 
@@ -311,6 +321,8 @@ def train_sft(model: Any, tokenizer: Any, chats: Sequence[Sequence[Mapping[str, 
     final/initial losses, step counts, wall time and, if ``probe_size``, greedy-decoding probes
     (see :func:`probe_generation`) on the first ``probe_size`` chats of each entry of
     ``probe_chats`` (name -> chats, keys ``probe/<name>/...``), by default ``{"train": chats}``.
+    ``practice_chats`` (other worlds' gold chats) join ``chats`` in the phases named by
+    ``config.practice_phases``; probes default to ``chats`` alone.
     """
     from accelerate import Accelerator
 
@@ -330,8 +342,9 @@ def train_sft(model: Any, tokenizer: Any, chats: Sequence[Sequence[Mapping[str, 
             # it than the assistant turns alone give.
             # The system turn (tool schemas) is left out: it is the same in every chat, so
             # after a few steps it teaches nothing and would take half of every row.
+            lm_chats = list(chats) + (list(practice_chats) if "pretrain" in config.practice_phases else [])
             texts += [render_text(tokenizer, [m for m in chat if m["role"] != "system"])
-                      for chat in chats]
+                      for chat in lm_chats]
         if not texts:
             raise ValueError("sft.pretrain_steps > 0 but no pretraining texts were given")
         rows = pack_texts(tokenizer, texts, config.pretrain_seq_len)
@@ -349,7 +362,8 @@ def train_sft(model: Any, tokenizer: Any, chats: Sequence[Sequence[Mapping[str, 
                         "pretrain/final_loss": _tail_mean(hist, "sft/pretrain/loss"),
                         "pretrain/rows": float(len(rows))})
 
-    examples = build_sft_examples(tokenizer, chats, tools, max_len=config.max_len)
+    sft_chats = list(chats) + (list(practice_chats) if "sft" in config.practice_phases else [])
+    examples = build_sft_examples(tokenizer, sft_chats, tools, max_len=config.max_len)
     per_step = config.batch_size * config.grad_accum
     steps = config.max_steps or max(1, math.ceil(config.epochs * len(examples) / per_step))
     batches = (collate(b, pad_id) for b in sft_batches(examples, config.batch_size, rng))
@@ -359,7 +373,7 @@ def train_sft(model: Any, tokenizer: Any, chats: Sequence[Sequence[Mapping[str, 
     model = accelerator.unwrap_model(model)
     model.eval()
     summary.update({"first_loss": hist[0]["sft/loss"], "final_loss": _tail_mean(hist, "sft/loss"),
-                    "examples": float(len(examples)), "dropped": float(len(chats) - len(examples)),
+                    "examples": float(len(examples)), "dropped": float(len(sft_chats) - len(examples)),
                     "steps": float(steps), "pretrain_steps": float(config.pretrain_steps),
                     "train_seconds": time.perf_counter() - t_start})
     if config.probe_size:

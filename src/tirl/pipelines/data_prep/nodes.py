@@ -2,7 +2,8 @@
 
 Order of the stage (pipeline.py): load or generate the sources -> validate questions and
 corpus -> build gold trajectories -> validate them (the report is a catalog output, saved
-whatever the result) -> publish. Only ``publish`` returns the tables that the catalog writes
+whatever the result) -> publish. Practice chats (other generated worlds, for the warm start)
+are built and checked on the side and also leave through ``publish``. Only ``publish`` returns the tables that the catalog writes
 to data/03_primary, and it raises when validation failed, so a failed run leaves earlier
 outputs untouched and still saves the report that says why.
 """
@@ -59,6 +60,20 @@ class GoldConfig:
 
 
 @dataclass(frozen=True)
+class PracticeConfig:
+    worlds: int = field_(0, doc="extra generated worlds whose gold chats feed the warm start only",
+                         ge=0)
+    first_seed: int = field_(1000, doc="seed of the first practice world (then +1, +2, ...)")
+    splits: list[str] = field_(default_factory=lambda: ["train"],
+                               doc="question splits of each practice world that get chats")
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad:
+            raise ValueError(f"practice.splits: {bad} not in {list(SPLITS)}")
+
+
+@dataclass(frozen=True)
 class ValidationConfig:
     questions: list[dict[str, Any]] = field_(doc="GX suite for the question table")
     corpus: list[dict[str, Any]] = field_(doc="GX suite for the corpus")
@@ -75,6 +90,8 @@ class DataPrepConfig:
     flashrag: FlashragConfig = field_(default_factory=FlashragConfig, doc="user QA file")
     wiki: WikiConfig = field_(default_factory=WikiConfig, doc="Wikipedia corpus")
     gold: GoldConfig = field_(default_factory=GoldConfig, doc="gold trajectories")
+    practice: PracticeConfig = field_(default_factory=PracticeConfig,
+                                      doc="practice worlds for the warm start")
 
     def __post_init__(self) -> None:
         if self.source == "flashrag" and not self.flashrag.questions_path:
@@ -85,6 +102,11 @@ class DataPrepConfig:
                                  "(join several with '+', e.g. 'world+wiki')")
         if "flashrag" in self.corpus_sources and not self.flashrag.corpus_path:
             raise ValueError("corpus includes 'flashrag' but flashrag.corpus_path is not set")
+        if self.practice.worlds and self.practice.first_seed <= self.world.seed < \
+                self.practice.first_seed + self.practice.worlds:
+            raise ValueError(f"practice.first_seed: practice seeds {self.practice.first_seed}.."
+                             f"{self.practice.first_seed + self.practice.worlds - 1} include "
+                             f"the benchmark world's seed {self.world.seed}")
 
     @property
     def corpus_sources(self) -> tuple[str, ...]:
@@ -173,6 +195,27 @@ def build_gold(questions: pd.DataFrame, corpus: pd.DataFrame, world_kb: dict[str
     return gold
 
 
+def build_practice(world_kb: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """Gold chats of ``practice.worlds`` freshly generated worlds (warm start only).
+
+    Validated here with the gold suite: the chats are generated, not user data, so a failure
+    is a bug in the generator and stops the run naming the expectation.
+    """
+    from tirl.core.world.practice import practice_trajectories
+
+    cfg = build_data_prep_config(params)
+    practice = practice_trajectories(
+        cfg.world, worlds=cfg.practice.worlds, first_seed=cfg.practice.first_seed,
+        splits=cfg.practice.splits, top_k=cfg.gold.top_k,
+        max_passage_tokens=cfg.gold.max_passage_tokens,
+        avoid_names=[e["name"] for e in world_kb.get("entities", [])])
+    if len(practice):
+        report = V.validate(V.derive_gold(practice, list(practice["question_id"])),
+                            cfg.validation.gold, "practice", max_examples=cfg.validation.max_examples)
+        V.raise_if_failed({"success": report["success"], "tables": {"practice": report}})
+    return practice.reset_index(drop=True)
+
+
 def validate_gold(gold: pd.DataFrame, questions: pd.DataFrame, source_report: dict[str, Any],
                   params: dict[str, Any]) -> dict[str, Any]:
     """Validate the gold table and merge its report into the sources' (the saved report)."""
@@ -193,8 +236,8 @@ def validate_gold(gold: pd.DataFrame, questions: pd.DataFrame, source_report: di
 
 
 def publish(questions: pd.DataFrame, corpus: pd.DataFrame, gold: pd.DataFrame,
-            world_kb: dict[str, Any], report: dict[str, Any]
-            ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+            practice: pd.DataFrame, world_kb: dict[str, Any], report: dict[str, Any]
+            ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Pass the validated tables on to the catalog, or stop the run if validation failed.
 
     Raises :class:`tirl.core.data.validation.DataValidationError` naming each failed
@@ -202,4 +245,4 @@ def publish(questions: pd.DataFrame, corpus: pd.DataFrame, gold: pd.DataFrame,
     """
     V.raise_if_failed(report)
     return (questions.reset_index(drop=True), corpus.reset_index(drop=True),
-            gold.reset_index(drop=True), world_kb)
+            gold.reset_index(drop=True), practice, world_kb)

@@ -24,12 +24,13 @@ def passage_texts(corpus: pd.DataFrame) -> list[str]:
     return [f"Doc 1 (Title: {t}) {x}" for t, x in zip(corpus["title"], corpus["text"])]
 
 
-def gold_chats(gold_trajectories: pd.DataFrame) -> list[list[dict[str, str]]]:
+def gold_chats(gold_trajectories: pd.DataFrame,
+               name: str = "gold_trajectories") -> list[list[dict[str, str]]]:
+    """Gold chats with the system prompt prepended (stored chats carry none)."""
     missing = [c for c in ("id", "messages") if c not in gold_trajectories.columns]
     if missing:
-        raise ValueError(f"gold_trajectories: missing columns {missing}")
-    """Gold chats with the system prompt prepended (stored chats carry none)."""
-    return [with_system(parse_messages(m, f"gold_trajectories row id={i!r}"))
+        raise ValueError(f"{name}: missing columns {missing}")
+    return [with_system(parse_messages(m, f"{name} row id={i!r}"))
             for i, m in zip(gold_trajectories["id"], gold_trajectories["messages"])]
 
 
@@ -51,11 +52,13 @@ def chats_by_split(gold_trajectories: pd.DataFrame, questions: pd.DataFrame) -> 
     return out
 
 
-def run_sft(base_model: dict[str, Any], gold_trajectories: pd.DataFrame, corpus: pd.DataFrame,
-            questions: pd.DataFrame, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_sft(base_model: dict[str, Any], gold_trajectories: pd.DataFrame,
+            practice_trajectories: pd.DataFrame, corpus: pd.DataFrame, questions: pd.DataFrame,
+            params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(sft_model, sft_metrics)``. Trains ``base_model["model"]`` in place (the catalog
     hands each node its own copy) on the gold chats of ``sft.train_splits`` only, so that
-    validation questions stay unseen."""
+    validation questions stay unseen, plus the practice worlds' chats in
+    ``sft.practice_phases``."""
     config = build_config(SFTConfig, params, "sft")
     by_split = chats_by_split(gold_trajectories, questions)
     chats = [c for s in config.train_splits for c in by_split.get(s, [])]
@@ -71,9 +74,11 @@ def run_sft(base_model: dict[str, Any], gold_trajectories: pd.DataFrame, corpus:
         history.append({"step": step, **metrics})
         log_to_mlflow(metrics, step)
 
+    practice = gold_chats(practice_trajectories, "practice_trajectories") \
+        if len(practice_trajectories) else []
     model, summary = train_sft(base_model["model"], base_model["tokenizer"], chats, config,
                                tools=default_tools(), pretrain_texts=texts, on_metrics=on_metrics,
-                               probe_chats=probes)
+                               probe_chats=probes, practice_chats=practice)
     tracking.log_metrics(summary)
     log.info("sft summary: %s", summary)
     metrics = {**summary, "config": to_dict(config), "history": history}

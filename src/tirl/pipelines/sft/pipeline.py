@@ -7,6 +7,7 @@ from tirl.pipelines.sft.nodes import run_sft
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline([
-        node(run_sft, inputs=["base_model", "gold_trajectories", "corpus", "questions", "params:sft"],
+        node(run_sft, inputs=["base_model", "gold_trajectories", "practice_trajectories", "corpus",
+                     "questions", "params:sft"],
              outputs=["sft_model", "sft_metrics"], name="run_sft"),
     ])
