@@ -84,6 +84,32 @@ def test_registry_lists_every_pipeline():
         {n.name for n in pipelines["vspo_ablation"].nodes}
 
 
+def test_seed_lists_come_from_the_chosen_environment(tmp_path: Path, monkeypatch):
+    """The registry reads experiments.seeds / ablation_seeds from base + $KEDRO_ENV (else
+    local), e.g. the study's 3 seeds with a 1-seed ablation; the graph follows."""
+    from tirl.experiments import configured_seeds, experiment_pipelines
+    from tirl.pipeline_registry import stage_pipelines
+
+    for env, text in {"base": "experiments:\n  seeds: [0]\n  ablation_seeds: null\n",
+                      "local": "", "study": "experiments:\n  seeds: [0, 1, 2]\n  ablation_seeds: [5]\n"
+                      }.items():
+        (tmp_path / env).mkdir()
+        (tmp_path / env / "parameters_experiments.yml").write_text(text)
+    monkeypatch.delenv("KEDRO_ENV", raising=False)
+    assert configured_seeds(tmp_path) == configured_seeds(tmp_path, key="ablation_seeds") == [0]
+    monkeypatch.setenv("KEDRO_ENV", "study")
+    seeds, ablation = configured_seeds(tmp_path), configured_seeds(tmp_path, key="ablation_seeds")
+    assert (seeds, ablation) == ([0, 1, 2], [5])
+    chains = experiment_pipelines(stage_pipelines(), seeds, ablation)
+    compare = {n.name for n in chains["compare"].nodes}
+    assert {f"vspo_prs.seed{k}.train_policy" for k in (0, 1, 2)} <= compare
+    assert {n.name for n in chains["vspo_ablation"].nodes if n.name.endswith("train_policy")} == \
+        {f"{v}.seed5.train_policy" for v in ABLATION}
+    (tmp_path / "study" / "parameters_experiments.yml").write_text("experiments:\n  seeds: []\n")
+    with pytest.raises(ValueError, match="experiments.seeds"):
+        configured_seeds(tmp_path)
+
+
 def test_compare_writes_the_report(compared: Path):
     report = compared / "data" / "08_reporting" / "compare"
     for name in ("comparison.md", "comparison.csv", "ablation.md", "reward_curves.png",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -181,29 +182,38 @@ def report_pipeline(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[i
         return pipeline(inner, namespace=prefix, inputs=slots, parameters={"params:report"})
 
 
-def configured_seeds(conf_source: str | Path = "conf") -> list[int]:
-    """``experiments.seeds`` from the project configuration (base, then local).
+def configured_seeds(conf_source: str | Path = "conf", env: str | None = None,
+                     key: str = "seeds") -> list[int]:
+    """``experiments.<key>`` from the project configuration (base, then ``env``).
+
+    ``key="ablation_seeds"`` falls back to ``seeds`` when unset or null.
 
     Pipelines are built before Kedro resolves parameters, so the seed list, which decides the
-    shape of the graph, is read here from the same files.
+    shape of the graph, is read here from the same files. ``env`` defaults to ``$KEDRO_ENV``,
+    else ``local``: the registry cannot see ``--env``, so an environment that changes the
+    seeds (e.g. ``conf/study``) is chosen with ``KEDRO_ENV=study kedro run ...``.
     """
     from kedro.config import OmegaConfigLoader
 
+    env = env or os.environ.get("KEDRO_ENV") or "local"
     try:
-        loader = OmegaConfigLoader(str(conf_source), base_env="base", default_run_env="local",
+        loader = OmegaConfigLoader(str(conf_source), base_env="base", default_run_env=env,
                                    merge_strategy={"parameters": "soft"})
-        seeds = loader["parameters"].get("experiments", {}).get("seeds", [0])
+        section = loader["parameters"].get("experiments", {})
+        seeds = section.get(key) if section.get(key) is not None else section.get("seeds", [0])
     except Exception as exc:  # a broken config surfaces again, clearly, when the run loads it
-        logger.debug("could not read experiments.seeds (%s); using [0]", exc)
+        logger.debug("could not read experiments.%s (%s); using [0]", key, exc)
         seeds = [0]
     if not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ValueError(f"experiments.seeds must be a non-empty list of integers, got {seeds!r}")
+        raise ValueError(f"experiments.{key} must be a non-empty list of integers, got {seeds!r}")
     return list(seeds)
 
 
-def experiment_pipelines(stages: Mapping[str, Pipeline], seeds: Sequence[int]
-                         ) -> dict[str, Pipeline]:
-    """Every chain, keyed by its pipeline name."""
+def experiment_pipelines(stages: Mapping[str, Pipeline], seeds: Sequence[int],
+                         ablation_seeds: Sequence[int] | None = None) -> dict[str, Pipeline]:
+    """Every chain, keyed by its pipeline name (the ablation runs ``ablation_seeds``, by
+    default ``seeds``)."""
+    ablation_seeds = seeds if ablation_seeds is None else ablation_seeds
     shared = sum((stages[s] for s in SHARED_STAGES), Pipeline([]))
     out: dict[str, Pipeline] = {}
     for variant, overrides in VARIANTS.items():
@@ -219,8 +229,8 @@ def experiment_pipelines(stages: Mapping[str, Pipeline], seeds: Sequence[int]
                             Pipeline([]))
                       + report_pipeline(VARIANTS, seeds, with_sft=True, prefix="compare"))
     out["vspo_ablation"] = (shared
-                            + sum((variant_pipeline(v, o, seeds) for v, o in ABLATION.items()),
-                                  Pipeline([]))
-                            + report_pipeline(ABLATION, seeds, with_sft=False,
+                            + sum((variant_pipeline(v, o, ablation_seeds)
+                                   for v, o in ABLATION.items()), Pipeline([]))
+                            + report_pipeline(ABLATION, ablation_seeds, with_sft=False,
                                               prefix="vspo_ablation"))
     return out

@@ -24,6 +24,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     """Stages (``data_prep``, ``sft``, ``vspo_update``, ...) and chains (``vspo_prs``, the
     baselines, ``compare``, ``vspo_ablation``). The default is the method: ``vspo_prs``."""
     pipelines = stage_pipelines()
-    pipelines.update(experiment_pipelines(pipelines, configured_seeds()))
+    pipelines.update(experiment_pipelines(pipelines, configured_seeds(),
+                                          configured_seeds(key="ablation_seeds")))
     pipelines["__default__"] = pipelines["vspo_prs"]
     return pipelines
