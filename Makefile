@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM := false
 VENV := .venv/bin
 PIPELINE ?= vspo_prs
 
-.PHONY: install run test test-slow test-all mlflow-ui repro
+.PHONY: install run test test-slow test-all mlflow-ui repro study
 
 install:
 	@bash scripts/bootstrap.sh
@@ -32,3 +32,9 @@ mlflow-ui: install
 # DVC stage commands call `kedro` from PATH: run them with the project venv first on it.
 repro: install
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(VENV)/dvc repro
+
+# The comparison study (conf/study, docs/results.md) from the warm start in data/06_models/sft
+# (run `make run` first): every variant x 3 seeds, then the ablation. About 1-2 hours on CPU.
+study: install
+	KEDRO_ENV=study $(VENV)/kedro run --pipeline=compare --from-inputs=sft_model,params:experiments
+	KEDRO_ENV=study $(VENV)/kedro run --pipeline=vspo_ablation --from-inputs=sft_model,params:experiments
