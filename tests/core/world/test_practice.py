@@ -51,3 +51,18 @@ def test_zero_worlds_and_bad_seeds():
         practice_trajectories(SMALL, worlds=1, first_seed=SMALL.seed)
     with pytest.raises(ValueError, match=">= 0"):
         practice_trajectories(SMALL, worlds=-1, first_seed=5)
+
+
+def test_a_practice_range_that_covers_the_benchmark_seed_is_refused():
+    from tirl.core.world.practice import practice_seeds
+
+    assert list(practice_seeds(10, 3, 0)) == [10, 11, 12]
+    with pytest.raises(ValueError, match="include the benchmark world's seed 11"):
+        practice_seeds(10, 3, 11)
+    from tirl.pipelines.data_prep.nodes import build_data_prep_config
+    from tests.pipelines.data_prep.conftest import merged_params
+
+    params = merged_params()
+    params["practice"] = {"worlds": 2, "first_seed": params["world"]["seed"], "splits": ["train"]}
+    with pytest.raises(ValueError, match="practice.first_seed"):
+        build_data_prep_config(params)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -8,25 +7,19 @@ from typing import Any
 import pytest
 import yaml
 
+from tirl.experiments import deep_merge
+
 ROOT = Path(__file__).resolve().parents[3]
 NQ_SAMPLE = ROOT / "tests" / "fixtures" / "flashrag_nq_test_sample.jsonl"
 OUTPUTS = ("questions", "corpus", "gold_trajectories", "practice_trajectories", "world_kb",
            "data_validation_report")
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
-            else copy.deepcopy(v)
-    return out
-
-
 def merged_params() -> dict[str, Any]:
     """conf/base parameters with the conf/test overrides on top (what `--env=test` reads)."""
     base = yaml.safe_load((ROOT / "conf/base/parameters_data_prep.yml").read_text())
     test = yaml.safe_load((ROOT / "conf/test/parameters_data_prep.yml").read_text())
-    return _merge(base, test)["data_prep"]
+    return deep_merge(base, test)["data_prep"]
 
 
 def _reroot(entry: dict, root: Path) -> None:

@@ -11,7 +11,6 @@ deterministic; about a minute on one core.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -22,16 +21,12 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def _params(stage: str, env: str = "test") -> dict:
     """conf/base parameters of ``stage`` with conf/<env> merged over them (as ``--env`` does)."""
-    def merge(base: dict, over: dict) -> dict:
-        out = copy.deepcopy(base)
-        for k, v in over.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
+    from tirl.experiments import deep_merge
 
     base = yaml.safe_load((ROOT / "conf/base" / f"parameters_{stage}.yml").read_text())[stage]
     over_file = ROOT / "conf" / env / f"parameters_{stage}.yml"
     over = yaml.safe_load(over_file.read_text()).get(stage, {}) if over_file.exists() else {}
-    return merge(base, over)
+    return deep_merge(base, over)
 
 
 def test_rl_raises_the_builtin_models_reward_above_its_sft_level():

@@ -290,8 +290,8 @@ class HFBackend:
         live = [i for i in range(b) if budgets[i] > 0]
         if not live:
             return outs, keep
-        step_input, attn, step_pos, cache = self._prefill_inputs(
-            prompts, past, live, max(budgets[i] for i in live))
+        longest = max(budgets[i] for i in live)
+        step_input, attn, step_pos, cache = self._prefill_inputs(prompts, past, live, longest)
         # Where each row's real tokens sit in the cache: [c - kept, c) and [c + w - new, end).
         c, w = attn.shape[1] - step_input.shape[1], step_input.shape[1]
         spans0 = {}
@@ -303,7 +303,7 @@ class HFBackend:
         max_len = max(len(s) for s in stop_strings) if stop_strings else 0
         dead: set[int] = set()  # batch rows that stopped but still sit in the cache
         with torch.inference_mode():
-            for _ in range(max(budgets[i] for i in live)):
+            for _ in range(longest):
                 out = self.model(input_ids=step_input, attention_mask=attn, position_ids=step_pos,
                                  use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
                 cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values

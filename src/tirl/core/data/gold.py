@@ -101,6 +101,21 @@ def build_gold_trajectories(questions: pd.DataFrame,
     return pd.DataFrame(rows, columns=list(GOLD_COLUMNS))
 
 
+def searched_gold_trajectories(questions: pd.DataFrame, plans: Mapping[str, Mapping[str, Any]],
+                               tool: Any, *, splits: Iterable[str] = ("train", "val"),
+                               fallback_to_question: bool = True) -> pd.DataFrame:
+    """:func:`build_gold_trajectories` with ``tool`` (a search tool with ``search_batch``)
+    run once, batched, over every distinct query the chats need, instead of once per turn."""
+    wanted = questions[questions["split"].isin(list(splits))]
+    queries = {q for qid in wanted["id"] if qid in plans for q in plans[qid]["queries"]}
+    if fallback_to_question:
+        queries |= {q for qid, q in zip(wanted["id"], wanted["question"]) if qid not in plans}
+    queries = sorted(queries)
+    found = dict(zip(queries, tool.search_batch(queries))) if queries else {}
+    return build_gold_trajectories(questions, plans, found.__getitem__, splits=splits,
+                                   fallback_to_question=fallback_to_question)
+
+
 def answer_coverage(gold: pd.DataFrame, questions: pd.DataFrame) -> float:
     """Fraction of short-form gold chats whose tool responses contain a gold answer.
 

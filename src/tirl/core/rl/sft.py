@@ -326,6 +326,9 @@ def train_sft(model: Any, tokenizer: Any, chats: Sequence[Sequence[Mapping[str, 
     """
     from accelerate import Accelerator
 
+    def chats_for(phase: str) -> list[Sequence[Mapping[str, str]]]:
+        return list(chats) + (list(practice_chats) if phase in config.practice_phases else [])
+
     accelerator = accelerator or Accelerator()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -342,9 +345,8 @@ def train_sft(model: Any, tokenizer: Any, chats: Sequence[Sequence[Mapping[str, 
             # it than the assistant turns alone give.
             # The system turn (tool schemas) is left out: it is the same in every chat, so
             # after a few steps it teaches nothing and would take half of every row.
-            lm_chats = list(chats) + (list(practice_chats) if "pretrain" in config.practice_phases else [])
             texts += [render_text(tokenizer, [m for m in chat if m["role"] != "system"])
-                      for chat in lm_chats]
+                      for chat in chats_for("pretrain")]
         if not texts:
             raise ValueError("sft.pretrain_steps > 0 but no pretraining texts were given")
         rows = pack_texts(tokenizer, texts, config.pretrain_seq_len)
@@ -362,7 +364,7 @@ def train_sft(model: Any, tokenizer: Any, chats: Sequence[Sequence[Mapping[str, 
                         "pretrain/final_loss": _tail_mean(hist, "sft/pretrain/loss"),
                         "pretrain/rows": float(len(rows))})
 
-    sft_chats = list(chats) + (list(practice_chats) if "sft" in config.practice_phases else [])
+    sft_chats = chats_for("sft")
     examples = build_sft_examples(tokenizer, sft_chats, tools, max_len=config.max_len)
     per_step = config.batch_size * config.grad_accum
     steps = config.max_steps or max(1, math.ceil(config.epochs * len(examples) / per_step))

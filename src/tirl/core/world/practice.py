@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from tirl.core.data.gold import build_gold_trajectories
+from tirl.core.data.gold import searched_gold_trajectories
 from tirl.core.types import GOLD_COLUMNS
 from tirl.core.world.generator import WorldConfig, generate_world
 
@@ -31,6 +31,19 @@ def _mentions(names: Iterable[str]) -> re.Pattern[str] | None:
     if not names:
         return None
     return re.compile(r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\b")
+
+
+def practice_seeds(first_seed: int, worlds: int, benchmark_seed: int) -> range:
+    """The practice worlds' seeds; raises if there is a negative count or if they include the
+    benchmark world's seed (that practice world would be the benchmark world itself)."""
+    if worlds < 0:
+        raise ValueError(f"worlds must be >= 0, got {worlds}")
+    seeds = range(first_seed, first_seed + worlds)
+    if benchmark_seed in seeds:
+        raise ValueError(f"practice seeds {first_seed}..{first_seed + worlds - 1} include the "
+                         f"benchmark world's seed {benchmark_seed}: that practice world would "
+                         "be the benchmark world")
+    return seeds
 
 
 def practice_trajectories(base: WorldConfig, *, worlds: int, first_seed: int,
@@ -47,15 +60,11 @@ def practice_trajectories(base: WorldConfig, *, worlds: int, first_seed: int,
     """
     from tirl.core.tools.search import build_search_tool
 
-    if worlds < 0:
-        raise ValueError(f"worlds must be >= 0, got {worlds}")
-    if first_seed == base.seed and worlds:
-        raise ValueError(f"practice seeds start at the benchmark world's seed ({base.seed}): "
-                         "the first practice world would be the benchmark world")
+    seeds = practice_seeds(first_seed, worlds, base.seed)
     wanted = list(splits)
     avoid = _mentions(avoid_names)
     frames, dropped = [], 0
-    for seed in range(first_seed, first_seed + worlds):
+    for seed in seeds:
         cfg = dataclasses.replace(base, seed=seed, questions={
             s: counts for s, counts in base.questions.items() if s in wanted})
         world = generate_world(cfg)
@@ -67,10 +76,8 @@ def practice_trajectories(base: WorldConfig, *, worlds: int, first_seed: int,
             questions = questions[[not c for c in clash]]
         tool = build_search_tool(world.corpus, kind="bm25", top_k=top_k,
                                  max_passage_tokens=max_passage_tokens)
-        queries = sorted({q for qid in questions["id"] for q in world.plans[qid]["queries"]})
-        found = dict(zip(queries, tool.search_batch(queries))) if queries else {}
-        gold = build_gold_trajectories(questions, world.plans, found.__getitem__, splits=wanted,
-                                       fallback_to_question=False)
+        gold = searched_gold_trajectories(questions, world.plans, tool, splits=wanted,
+                                          fallback_to_question=False)
         gold["id"] = [f"practice{seed}-{i}" for i in gold["id"]]
         gold["question_id"] = [f"practice{seed}-{q}" for q in gold["question_id"]]
         frames.append(gold)

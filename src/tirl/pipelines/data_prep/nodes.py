@@ -3,9 +3,10 @@
 Order of the stage (pipeline.py): load or generate the sources -> validate questions and
 corpus -> build gold trajectories -> validate them (the report is a catalog output, saved
 whatever the result) -> publish. Practice chats (other generated worlds, for the warm start)
-are built and checked on the side and also leave through ``publish``. Only ``publish`` returns the tables that the catalog writes
-to data/03_primary, and it raises when validation failed, so a failed run leaves earlier
-outputs untouched and still saves the report that says why.
+are built and checked on the side and also leave through ``publish``. Only ``publish``
+returns the tables that the catalog writes to data/03_primary, and it raises when validation
+failed, so a failed run leaves earlier outputs untouched and still saves the report that says
+why.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tirl.core.data import loaders as L
 from tirl.core.data import validation as V
 from tirl.core.types import GOLD_COLUMNS, PASSAGE_COLUMNS, QUESTION_COLUMNS, SPLITS
 from tirl.core.world.generator import WorldConfig, generate_world
+from tirl.core.world.practice import practice_seeds, practice_trajectories
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +104,10 @@ class DataPrepConfig:
                                  "(join several with '+', e.g. 'world+wiki')")
         if "flashrag" in self.corpus_sources and not self.flashrag.corpus_path:
             raise ValueError("corpus includes 'flashrag' but flashrag.corpus_path is not set")
-        if self.practice.worlds and self.practice.first_seed <= self.world.seed < \
-                self.practice.first_seed + self.practice.worlds:
-            raise ValueError(f"practice.first_seed: practice seeds {self.practice.first_seed}.."
-                             f"{self.practice.first_seed + self.practice.worlds - 1} include "
-                             f"the benchmark world's seed {self.world.seed}")
+        try:
+            practice_seeds(self.practice.first_seed, self.practice.worlds, self.world.seed)
+        except ValueError as exc:
+            raise ValueError(f"practice.first_seed: {exc}") from None
 
     @property
     def corpus_sources(self) -> tuple[str, ...]:
@@ -181,15 +182,8 @@ def build_gold(questions: pd.DataFrame, corpus: pd.DataFrame, world_kb: dict[str
 
     tool = build_search_tool(corpus, kind="bm25", top_k=cfg.gold.top_k,
                              max_passage_tokens=cfg.gold.max_passage_tokens)
-    plans = world_kb.get("plans", {})
-    wanted = questions[questions["split"].isin(cfg.gold.splits)]
-    queries = sorted({q for qid in wanted["id"] if qid in plans for q in plans[qid]["queries"]}
-                     | {q for qid, q in zip(wanted["id"], wanted["question"])
-                        if qid not in plans})
-    # One batched retrieval for every distinct query instead of one call per turn.
-    cache = dict(zip(queries, tool.search_batch(queries))) if queries else {}
-    gold = G.build_gold_trajectories(questions, plans, cache.__getitem__,
-                                     splits=cfg.gold.splits)
+    gold = G.searched_gold_trajectories(questions, world_kb.get("plans", {}), tool,
+                                        splits=cfg.gold.splits)
     log.info("gold trajectories: %d (answer found by search in %.1f%% of short-form ones)",
              len(gold), 100 * G.answer_coverage(gold, questions) if len(gold) else 0.0)
     return gold
@@ -201,8 +195,6 @@ def build_practice(world_kb: dict[str, Any], params: dict[str, Any]) -> pd.DataF
     Validated here with the gold suite: the chats are generated, not user data, so a failure
     is a bug in the generator and stops the run naming the expectation.
     """
-    from tirl.core.world.practice import practice_trajectories
-
     cfg = build_data_prep_config(params)
     practice = practice_trajectories(
         cfg.world, worlds=cfg.practice.worlds, first_seed=cfg.practice.first_seed,
