@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -34,14 +33,10 @@ from tirl.core.agent import protocol as P  # noqa: E402
 from tirl.core.agent.backends import make_backend  # noqa: E402
 from tirl.core.agent.rollout import RolloutConfig, rollout_stats, run_rollouts  # noqa: E402
 from tirl.core.tools.search import build_search_tool  # noqa: E402
+from tirl.hooks import peak_rss_mb  # noqa: E402
 
 log = logging.getLogger("bench_rollout")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def peak_rss_mib() -> float:
-    # ru_maxrss is KiB on Linux: the process's peak resident set so far (monotone).
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def load_world():
@@ -202,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     backend = make_backend("hf", model, tok, reuse_kv=not args.no_kv_reuse)
     if args.no_kv_reuse:
         model_name += ", no KV reuse across turns"
-    rss_before = peak_rss_mib()
+    rss_before = peak_rss_mb()
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
@@ -213,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     engine_s = time.perf_counter() - t0
     stats = rollout_stats(trajs, elapsed_s=engine_s)
     gen_tokens = stats["rollout/generated_tokens"]
-    rss_engine = peak_rss_mib()
+    rss_engine = peak_rss_mb()
     gpu_engine = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
 
     # 2) one plain generate call: same prompts, same number of new tokens, no tools
@@ -234,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
                              min_new_tokens=per_row, pad_token_id=tok.pad_token_id)
     plain_s = time.perf_counter() - t0
     plain_tokens = int((out[:, width:] != -1).sum())
-    rss_plain = peak_rss_mib()
+    rss_plain = peak_rss_mb()
 
     engine_tps, plain_tps = gen_tokens / engine_s, plain_tokens / plain_s
     result = {

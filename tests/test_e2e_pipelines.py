@@ -113,7 +113,7 @@ def test_seed_lists_come_from_the_chosen_environment(tmp_path: Path, monkeypatch
 def test_compare_writes_the_report(compared: Path):
     report = compared / "data" / "08_reporting" / "compare"
     for name in ("comparison.md", "comparison.csv", "ablation.md", "reward_curves.png",
-                 "zero_advantage.png", "eval_bars.png"):
+                 "zero_advantage.png", "eval_bars.png", "gains.csv"):
         assert (report / name).stat().st_size > 0, name
     table = pd.read_csv(report / "comparison.csv")
     assert set(table["variant"]) == {SFT_ONLY, *VARIANTS}
@@ -121,6 +121,10 @@ def test_compare_writes_the_report(compared: Path):
             "long_multi_question", "all"} <= set(table.columns)
     md = (report / "comparison.md").read_text()
     assert "| vspo_prs |" in md and "± " in md
+    assert "**Gain over the baseline**" in md
+    gains = pd.read_csv(report / "gains.csv")  # every variant, paired against sft_only
+    assert set(gains["variant"]) == set(VARIANTS) and "all" in set(gains["benchmark"])
+    assert (gains["ci_low"] <= gains["gain"] + 1e-12).all()
     for variant in VARIANTS:
         hist = pd.read_csv(compared / f"data/07_model_output/rl/{variant}/seed0/history.csv")
         assert {"step", "reward/mean", "vspo/zero_adv_frac"} <= set(hist.columns)
@@ -135,6 +139,12 @@ def test_compare_mlflow_structure(compared: Path):
                          text=True, check=True).stdout.strip()
     assert parent.data.tags["pipeline"] == "compare" and parent.data.tags["git_commit"] == sha
     assert "dvc_lock_hash" in parent.data.tags
+    # NodeResourcesHook: every node's seconds and memory, and the run's peak, on the parent run
+    node_keys = {k for k in parent.data.metrics if k.startswith("node/")}
+    assert any(k.endswith("/peak_rss_mb") for k in node_keys)
+    assert any(k.endswith("/seconds") for k in node_keys)
+    assert parent.data.metrics["process/peak_rss_mb"] >= max(
+        parent.data.metrics[k] for k in node_keys if k.endswith("/peak_rss_mb"))
     client = mlflow.MlflowClient()
     report_files = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert "report/comparison.md" in report_files and "report/reward_curves.png" in report_files

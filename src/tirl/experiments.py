@@ -162,6 +162,7 @@ def report_pipeline(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[i
     summaries = [k.replace("/", ".") + ".eval_summary" for k in keys]
     histories = [k.replace("/", ".") + ".rl_history" for k in keys
                  if not k.startswith(SFT_ONLY)]
+    rows = [k.replace("/", ".") + ".eval_rows" for k in keys]
     options = {k: dict(v) for k, v in variants.items()}
 
     def report(params: Mapping[str, Any], *frames: Any) -> Any:
@@ -172,9 +173,11 @@ def report_pipeline(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[i
     # datasets of each run, the way Kedro expects cross-namespace inputs to be wired.
     slots = {f"summary_{i}": name for i, name in enumerate(summaries)}
     slots.update({f"history_{i}": name for i, name in enumerate(histories)})
+    slots.update({f"rows_{i}": name for i, name in enumerate(rows)})
     inner = Pipeline([node(report, ["params:report", *slots],
                            ["comparison_md", "comparison_csv", "reward_curves", "zero_advantage",
-                            "eval_bars", "ablation_md"], name="build_report", tags=["report"])])
+                            "eval_bars", "ablation_md", "gains_csv"], name="build_report",
+                           tags=["report"])])
     with warnings.catch_warnings():
         # Kedro warns whenever a node reads a dataset of another namespace; a report that
         # reads every variant's results must, so that one warning is expected here.

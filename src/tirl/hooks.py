@@ -1,15 +1,21 @@
-"""Run-level lineage tags for the MLflow run that kedro-mlflow opens.
+"""Project hooks on the MLflow run that kedro-mlflow opens.
 
-Every run is tagged with the git commit (and whether the tree was dirty), the hash of
-``dvc.lock`` and the pipeline name, so a number in the MLflow UI can be traced back to the
-exact code and data that produced it.
+- :class:`RunTagsHook`: every run is tagged with the git commit (and whether the tree was
+  dirty), the hash of ``dvc.lock`` and the pipeline name, so a number in the MLflow UI can be
+  traced back to the exact code and data that produced it.
+- :class:`NodeResourcesHook`: every node's wall time and the process's peak memory after it,
+  so the node that sets a run's memory peak can be read off the run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import resource
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +68,59 @@ class RunTagsHook:
         tags["pipeline"] = ",".join(n for n in names if n) or "__default__"
         tags["kedro_env"] = run_params.get("env") or "local"
         tracking.set_tags(tags)
+
+
+def peak_rss_mb() -> float:
+    """The process's resident-memory high-water mark so far, in MiB.
+
+    Linux: ``VmHWM`` of this process's address space. ``ru_maxrss`` is not used there
+    because a child inherits its parent's high-water mark through fork+exec, so a small
+    process started from a big one would report the big one's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes | KiB
+
+
+_MLFLOW_UNSAFE = re.compile(r"[^0-9A-Za-z_.\- /]")
+
+
+def node_metric_key(node_name: str, metric: str) -> str:
+    """``node/<name>/<metric>`` with the characters MLflow refuses in keys replaced by ``_``."""
+    return f"node/{_MLFLOW_UNSAFE.sub('_', node_name)}/{metric}"
+
+
+class NodeResourcesHook:
+    """Logs each node's seconds and the process peak RSS after it (``node/<name>/...``).
+
+    The peak is a high-water mark, so the first node whose ``peak_rss_mb`` reaches the run's
+    final ``process/peak_rss_mb`` is the one that set it; ``rss_rise_mb`` says by how much
+    that node raised it.
+    """
+
+    def __init__(self) -> None:
+        self._started: dict[str, tuple[float, float]] = {}
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        self._started[node.name] = (time.perf_counter(), peak_rss_mb())
+
+    @hook_impl
+    def after_node_run(self, node: Any) -> None:
+        start, peak_before = self._started.pop(node.name, (time.perf_counter(), peak_rss_mb()))
+        seconds, peak = time.perf_counter() - start, peak_rss_mb()
+        logger.info("node %s: %.1f s, process peak RSS %.0f MiB (+%.0f)", node.name, seconds,
+                    peak, peak - peak_before)
+        tracking.log_metrics({node_metric_key(node.name, "seconds"): seconds,
+                              node_metric_key(node.name, "peak_rss_mb"): peak,
+                              node_metric_key(node.name, "rss_rise_mb"): peak - peak_before})
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow's own hook ends the run
+    def after_pipeline_run(self) -> None:
+        tracking.log_metrics({"process/peak_rss_mb": peak_rss_mb()})

@@ -1,14 +1,15 @@
 """Kedro project settings: the config loader and the project's own hooks.
 
 kedro-mlflow registers itself through its entry point and owns the MLflow run of every
-``kedro run``; :class:`tirl.hooks.RunTagsHook` adds lineage tags to that run.
+``kedro run``; :class:`tirl.hooks.RunTagsHook` adds lineage tags to that run and
+:class:`tirl.hooks.NodeResourcesHook` each node's seconds and peak memory.
 """
 
 from kedro.config import OmegaConfigLoader
 
-from tirl.hooks import RunTagsHook
+from tirl.hooks import NodeResourcesHook, RunTagsHook
 
-HOOKS = (RunTagsHook(),)
+HOOKS = (RunTagsHook(), NodeResourcesHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -57,3 +57,50 @@ def test_markdown_marks_metrics_that_do_not_apply():
                        for b, v in (("single_hop", float("nan")), ("all", 0.5))])
     md = report.to_markdown(report.comparison_table(df, "judge_score"), "judge_score")
     assert "| a | — | 0.500 ± 0.000 | 1 |" in md
+
+
+def _rows(scores):
+    """Per-question rows: ``scores`` maps (variant, seed) to a list of exact-match values on
+    questions q0, q1, ... of benchmark single_hop."""
+    return pd.DataFrame([{"variant": v, "seed": s, "benchmark": "single_hop",
+                          "question_id": f"q{i}", "sample_idx": 0, "exact_match": x}
+                         for (v, s), xs in scores.items() for i, x in enumerate(xs)])
+
+
+def test_paired_gains_counts_wins_and_bounds_the_gain():
+    base = [0.0] * 30
+    better = [1.0] * 10 + [0.0] * 20  # 10 wins, no losses
+    gains = report.paired_gains(_rows({("sft_only", 0): base, ("vspo_prs", 0): better}),
+                                ["exact_match"])
+    row = gains[(gains["variant"] == "vspo_prs") & (gains["benchmark"] == "all")].iloc[0]
+    assert row["n"] == 30 and row["wins"] == 10 and row["losses"] == 0
+    assert row["gain"] == pytest.approx(1 / 3)
+    assert 0 < row["ci_low"] < row["gain"] < row["ci_high"] <= 1
+    assert row["sign_p"] == pytest.approx(2 * 0.5 ** 10)
+    # the per-benchmark row equals the overall one here (a single benchmark)
+    single = gains[gains["benchmark"] == "single_hop"].iloc[0]
+    assert single["gain"] == row["gain"] and single["wins"] == 10
+
+
+def test_paired_gains_averages_seeds_and_sees_no_gain_in_noise():
+    # two seeds that disagree on every question average to the baseline: gain 0, CI around 0
+    seed0 = [1.0, 0.0] * 10
+    seed1 = [0.0, 1.0] * 10
+    gains = report.paired_gains(_rows({("sft_only", 0): [0.5] * 20, ("grpo_prs", 0): seed0,
+                                       ("grpo_prs", 1): seed1}), ["exact_match"])
+    row = gains[gains["benchmark"] == "all"].iloc[0]
+    assert row["gain"] == 0 and row["wins"] == row["losses"] == 0 and row["sign_p"] == 1.0
+    # a losing variant gets a negative interval
+    worse = report.paired_gains(_rows({("sft_only", 0): [1.0] * 20,
+                                       ("ppo_binary", 0): [0.0] * 5 + [1.0] * 15}),
+                                ["exact_match"])
+    assert worse.iloc[-1]["ci_high"] < 0 and worse.iloc[-1]["losses"] == 5
+
+
+def test_paired_gains_needs_the_baseline():
+    gains = report.paired_gains(_rows({("vspo_prs", 0): [1.0]}), ["exact_match"])
+    assert gains.empty and list(gains.columns) == report.GAIN_COLUMNS
+    assert "missing" in report.gains_markdown(gains)
+    md = report.gains_markdown(report.paired_gains(
+        _rows({("sft_only", 0): [0.0, 0.0], ("vspo_prs", 0): [1.0, 0.0]}), ["exact_match"]))
+    assert "| vspo_prs | exact_match | 2 | 0.000 | 0.500 | +0.500 |" in md

@@ -15,7 +15,8 @@ from toy_rl import ToyRollout, ToyTokenizer, make_policy, make_questions, toy_re
 
 from tirl.core.config import ConfigError, build_config  # noqa: E402
 from tirl.core.rl.trainer import (ALGORITHMS, NonFiniteError, PromptSampler,  # noqa: E402
-                                  TrainConfig, collate, group_trajectories, train)
+                                  TrainConfig, collate, group_trajectories, token_budget_split,
+                                  train)
 from tirl.core.types import RewardBreakdown  # noqa: E402
 
 TOY = {"lr": 3e-3, "steps": 10, "batch_prompts": 4, "group_size": 4, "minibatch_size": 8,
@@ -135,6 +136,32 @@ def test_first_minibatch_has_ratio_one():
     for h in hist:
         assert h["actor/clip_frac"] == 0.0
         assert h["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_token_budget_split_covers_each_row_once_within_budget():
+    lengths = torch.tensor([5, 9, 3, 9, 1, 7, 2])
+    rows = torch.arange(7)
+    parts = token_budget_split(lengths, rows, 18)
+    # longest first, as many rows as fit under rows x longest <= 18
+    assert [p.tolist() for p in parts] == [[1, 3], [5, 0], [2, 6, 4]]
+    tight = token_budget_split(lengths, rows, 4)  # rows longer than the budget go alone
+    assert sorted(torch.cat(tight).tolist()) == list(range(7))
+    assert all(len(p) == 1 or len(p) * int(lengths[p].max()) <= 4 for p in tight)
+    assert [p.tolist() for p in token_budget_split(lengths, rows[2:5], None)] == [[2, 3, 4]]
+    assert token_budget_split(lengths, rows[:0], 18)[0].numel() == 0
+
+
+@pytest.mark.parametrize("algorithm", ["vspo", "ppo"])
+def test_micro_token_budget_changes_memory_not_the_update(algorithm):
+    """Splitting each forward into one-row micro-batches (the toy rows are 8 tokens) gives
+    the same training run: losses are sums over the global trainable-token count."""
+    whole, hist_whole = _run(_cfg(algorithm=algorithm, steps=3, micro_tokens=None))
+    split, hist_split = _run(_cfg(algorithm=algorithm, steps=3, micro_tokens=8))
+    for a, b in zip(hist_whole, hist_split, strict=True):
+        for key in ("reward/mean", "loss/policy", "loss/kl", "actor/clip_frac", "actor/grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    for (name, p), q in zip(whole.named_parameters(), split.parameters()):
+        assert torch.allclose(p, q, atol=1e-5), name
 
 
 # --- the loop -----------------------------------------------------------------------------

@@ -5,7 +5,9 @@ Inputs are plain DataFrames so the same functions serve the Kedro ``report`` nod
 
 * ``summaries``: one row per (variant, seed, benchmark) with the columns of
   :data:`tirl.core.eval.metrics.SUMMARY_COLUMNS`;
-* ``histories``: one row per (variant, seed, step) with the per-step training metrics.
+* ``histories``: one row per (variant, seed, step) with the per-step training metrics;
+* ``rows``: one row per (variant, seed, question, sample) with the per-question metrics of
+  :func:`tirl.core.eval.run.evaluate` (for the paired comparison, :func:`paired_gains`).
 """
 
 from __future__ import annotations
@@ -75,6 +77,75 @@ def ablation_table(summaries: pd.DataFrame, variants: dict[str, dict],
         return pd.DataFrame()
     df = pd.DataFrame(rows)
     return df.pivot_table(index="selection", columns="clip", values="mean").reset_index()
+
+
+GAIN_COLUMNS = ["variant", "benchmark", "metric", "n", "baseline", "mean", "gain", "ci_low",
+                "ci_high", "wins", "losses", "sign_p"]
+
+
+def paired_gains(rows: pd.DataFrame, metrics: Sequence[str], baseline: str = "sft_only",
+                 confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+                 ) -> pd.DataFrame:
+    """Each variant against ``baseline`` on the same held-out questions, per benchmark.
+
+    A variant's score on a question is its mean over seeds (and samples); the gain is the
+    mean paired difference. ``ci_low``/``ci_high``: percentile bootstrap over questions
+    (``scipy.stats.bootstrap``, paired); ``wins``/``losses``: questions where the variant
+    scored higher/lower; ``sign_p``: two-sided sign test on them (``scipy.stats.binomtest``),
+    the stricter check when only a handful of questions differ. Columns: :data:`GAIN_COLUMNS`.
+    """
+    from scipy import stats
+
+    if rows.empty or baseline not in set(rows["variant"]):
+        return pd.DataFrame(columns=GAIN_COLUMNS)
+    keys = ["benchmark", "question_id"]
+    out = []
+    for metric in metrics:
+        if metric not in rows.columns:
+            continue
+        per_q = (rows.dropna(subset=[metric])
+                 .groupby(["variant", *keys])[metric].mean().unstack("variant"))
+        base = per_q[baseline]
+        for variant in [v for v in per_q.columns if v != baseline]:
+            pair = pd.DataFrame({"b": base, "v": per_q[variant]}).dropna()
+            groups = [(b, g) for b, g in pair.groupby(level="benchmark")] + [("all", pair)]
+            for bench, g in groups:
+                diff = (g["v"] - g["b"]).to_numpy(dtype=float)
+                wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+                low = high = float(diff.mean()) if len(diff) else float("nan")
+                if wins + losses and len(diff) > 1:
+                    ci = stats.bootstrap((g["v"].to_numpy(float), g["b"].to_numpy(float)),
+                                         lambda v, b, axis=-1: (v - b).mean(axis=axis),
+                                         paired=True, vectorized=True, method="percentile",
+                                         confidence_level=confidence, n_resamples=n_resamples,
+                                         rng=np.random.default_rng(seed)).confidence_interval
+                    low, high = float(ci.low), float(ci.high)
+                out.append({
+                    "variant": variant, "benchmark": bench, "metric": metric, "n": len(diff),
+                    "baseline": float(g["b"].mean()), "mean": float(g["v"].mean()),
+                    "gain": float(diff.mean()), "ci_low": low, "ci_high": high,
+                    "wins": wins, "losses": losses,
+                    "sign_p": (float(stats.binomtest(wins, wins + losses).pvalue)
+                               if wins + losses else 1.0)})
+    return pd.DataFrame(out, columns=GAIN_COLUMNS)
+
+
+def gains_markdown(gains: pd.DataFrame, benchmark: str = "all", digits: int = 3) -> str:
+    """The ``benchmark`` rows of :func:`paired_gains` as a Markdown table."""
+    part = gains[gains["benchmark"] == benchmark] if not gains.empty else gains
+    if part.empty:
+        return "_no paired comparison: the baseline's per-question rows are missing_\n"
+    lines = [f"**Gain over the baseline** on `{benchmark}` (paired over questions; 95 % "
+             f"bootstrap interval; sign test on the questions that differ)", "",
+             "| variant | metric | n | baseline | variant | gain | 95 % CI | wins / losses "
+             "| sign-test p |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in part.iterrows():
+        lines.append(
+            f"| {r['variant']} | {r['metric']} | {int(r['n'])} | {r['baseline']:.{digits}f} | "
+            f"{r['mean']:.{digits}f} | {r['gain']:+.{digits}f} | "
+            f"[{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}] | "
+            f"{int(r['wins'])} / {int(r['losses'])} | {r['sign_p']:.3g} |")
+    return "\n".join(lines) + "\n"
 
 
 def _curves(ax, histories: pd.DataFrame, key: str, title: str) -> None:

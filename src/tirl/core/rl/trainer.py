@@ -112,6 +112,10 @@ class TrainConfig:
     minibatch_size: int | None = field_(None, doc="trajectories per optimiser step; null = B*G",
                                         ge=1)
     grad_accum: int = field_(1, doc="micro-batches per optimiser step (minibatch split)", ge=1)
+    micro_tokens: int | None = field_(
+        16384, doc="most tokens (rows x padded length) in one forward pass; larger micro-"
+                   "batches are split further, exactly (losses are sums over the global token "
+                   "count); null = no limit", ge=1)
     max_grad_norm: float = field_(1.0, doc="gradient clipping norm", gt=0.0)
     lr_schedule: str = field_("constant", doc="lr schedule after warmup", choices=LR_SCHEDULES)
     warmup_steps: int = field_(0, doc="linear warmup, in RL steps", ge=0)
@@ -531,6 +535,33 @@ def _global_sum(acc: Any, values: Sequence[float]) -> list[float]:
     return [float(v) for v in acc.reduce(t, reduction="sum").cpu()]
 
 
+def _global_max(acc: Any, value: int) -> int:
+    """The largest ``value`` over processes (identity with one process)."""
+    if acc.num_processes == 1:
+        return int(value)
+    return int(acc.gather(torch.tensor([int(value)], device=acc.device)).max())
+
+
+def token_budget_split(lengths: torch.Tensor, rows: torch.Tensor,
+                       max_tokens: int | None) -> list[torch.Tensor]:
+    """Split ``rows`` into micro-batches of at most ``max_tokens`` padded tokens each.
+
+    lengths: [N] sequence lengths; rows: indices into it. Rows go longest first, so that each
+    micro-batch (padded to its longest row, see :meth:`Batch.select`) pads little; a row
+    longer than the budget goes alone. ``max_tokens=None``: ``[rows]`` unchanged.
+    """
+    if max_tokens is None or rows.numel() == 0:
+        return [rows]
+    order = rows[torch.argsort(lengths[rows], descending=True, stable=True)]
+    sizes = lengths[order].tolist()
+    out, start = [], 0
+    while start < len(order):
+        take = max(1, max_tokens // max(int(sizes[start]), 1))
+        out.append(order[start:start + take])
+        start += take
+    return out
+
+
 def _all_groups(acc: Any, items: list[Any]) -> list[Any]:
     """Concatenate per-process lists in process order (identity with one process)."""
     if acc.num_processes == 1:
@@ -772,8 +803,9 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
     return raw_policy, state.history
 
 
-#: Fields that may change between a run and its resumption without making it another run.
-_RESUMABLE_FIELDS = ("steps", "checkpoint_every", "keep_checkpoints")
+#: Fields that may change between a run and its resumption without making it another run
+#: (``micro_tokens`` splits the same sums differently: a memory setting, not a new run).
+_RESUMABLE_FIELDS = ("steps", "checkpoint_every", "keep_checkpoints", "micro_tokens")
 
 
 def run_fingerprint(config: TrainConfig, policy: torch.nn.Module,
@@ -837,37 +869,39 @@ def _update(*, config: TrainConfig, acc: Any, policy: torch.nn.Module,
     if placeholder:
         batch.loss_mask = torch.zeros_like(batch.loss_mask)
     n = len(batch)
+    lengths = batch.attention_mask.sum(-1)
     micro = max(1, n // (config.n_minibatches * config.grad_accum))
 
     # One pass over one minibatch: the policy does not move before every token has been
     # through the training forward, so that forward, detached, *is* the pre-update
     # log-prob and the separate no-grad pass can be skipped (TRL does the same).
     single_pass = config.ppo_epochs == 1 and config.n_minibatches == 1
-    # No-grad passes over the whole batch: behaviour log-probs, reference, critic.
-    old, ref, vals = [], [], []
+    # No-grad passes over the whole batch: behaviour log-probs, reference, critic. Each
+    # micro-batch's rows are written back in place, so their order does not matter.
+    chunks = [m for idx in torch.arange(n, device=device).split(micro)
+              for m in token_budget_split(lengths, idx, config.micro_tokens)]
+    chunks += [chunks[0]] * (_global_max(acc, len(chunks)) - len(chunks))  # same count everywhere
+    old, ref, vals = (batch.loss_mask.new_zeros(batch.loss_mask.shape) for _ in range(3))
     with torch.no_grad(), _autocast(config, device):
-        for idx in torch.arange(n, device=device).split(micro):
+        for idx in chunks:
             sub = batch.select(idx)
-            width = batch.loss_mask.shape[1]
+            width = sub.loss_mask.shape[1]
             if not single_pass:
-                lp, _ = token_logprobs(policy, input_ids=sub.input_ids,
-                                       attention_mask=sub.attention_mask)
-                old.append(torch.nn.functional.pad(lp, (0, width - lp.shape[1])))
+                old[idx, :width] = token_logprobs(policy, input_ids=sub.input_ids,
+                                                  attention_mask=sub.attention_mask)[0]
             if reference is not None:
-                rl, _ = token_logprobs(reference, input_ids=sub.input_ids,
-                                       attention_mask=sub.attention_mask)
-                ref.append(torch.nn.functional.pad(rl, (0, width - rl.shape[1])))
+                ref[idx, :width] = token_logprobs(reference, input_ids=sub.input_ids,
+                                                  attention_mask=sub.attention_mask)[0]
             if critic is not None:
-                v = critic(input_ids=sub.input_ids, attention_mask=sub.attention_mask)[:, :-1]
-                vals.append(torch.nn.functional.pad(v, (0, width - v.shape[1])))
+                vals[idx, :width] = critic(input_ids=sub.input_ids,
+                                           attention_mask=sub.attention_mask)[:, :-1].float()
     if not single_pass:
-        recomputed = torch.cat(old) * batch.loss_mask
         batch.old_logprobs = torch.where(batch.reused[:, None], batch.sample_logprobs,
-                                         recomputed)
+                                         old * batch.loss_mask)
     if reference is not None:
-        batch.ref_logprobs = torch.cat(ref) * batch.loss_mask
+        batch.ref_logprobs = ref * batch.loss_mask
     if critic is not None:
-        batch.old_values = torch.cat(vals).float() * batch.loss_mask
+        batch.old_values = vals * batch.loss_mask
         rewards = torch.tensor([r for g in groups for r in g.rewards], device=device)
         batch.advantages, batch.returns = _gae(
             config, token_rewards=_last_token_rewards(batch, rewards),
@@ -897,13 +931,18 @@ def _update(*, config: TrainConfig, acc: Any, policy: torch.nn.Module,
             # token mean over every trainable token of the global minibatch.
             denom = max(global_tokens, 1.0) / n_proc
             bad = False
-            parts = list(mb.tensor_split(config.grad_accum))
-            for j, part in enumerate(parts):
-                # An empty micro-batch (few trajectories left after VSPO drops) still runs,
-                # on row 0 with zero weight, so all processes do the same backward passes.
-                sub = batch.select(part) if part.numel() and not empty_mb \
+            micros = [] if empty_mb else [
+                m for part in mb.tensor_split(config.grad_accum) if part.numel()
+                for m in token_budget_split(lengths, part, config.micro_tokens)]
+            # A process with fewer micro-batches (few trajectories left after VSPO drops, or
+            # shorter ones) pads with zero-weight passes on one row, so that all processes
+            # run the same forward and backward passes (FSDP gathers weights in each one).
+            n_micro = max(_global_max(acc, len(micros)), 1)
+            micros += [None] * (n_micro - len(micros))
+            for j, rows in enumerate(micros):
+                sub = batch.select(rows) if rows is not None \
                     else _zero_weight(batch.select(mb[:1]))
-                last = j == len(parts) - 1
+                last = j == len(micros) - 1
                 ctx = [acc.no_sync(policy)] if not last and n_proc > 1 else []
                 if critic is not None and not last and n_proc > 1:
                     ctx.append(acc.no_sync(critic))

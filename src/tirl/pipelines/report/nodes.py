@@ -23,18 +23,23 @@ def _stack(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 def build_report(keys: Sequence[str], variant_options: Mapping[str, Mapping[str, Any]],
                  params: Mapping[str, Any], *frames: pd.DataFrame
-                 ) -> tuple[str, pd.DataFrame, Any, Any, Any, str]:
-    """``frames`` are the eval summaries of ``keys`` then the RL histories of the keys that
-    trained (``sft_only`` has none). Returns markdown, csv, three figures, ablation markdown."""
+                 ) -> tuple[str, pd.DataFrame, Any, Any, Any, str, pd.DataFrame]:
+    """``frames`` are the eval summaries of ``keys``, then the RL histories of the keys that
+    trained (``sft_only`` has none), then the per-question eval rows of ``keys``. Returns
+    markdown, csv, three figures, ablation markdown and the paired gains over ``sft_only``."""
     n = len(keys)
-    summaries = _stack(dict(zip(keys, frames[:n])))
     trained = [k for k in keys if not k.startswith("sft_only")]
-    histories = _stack(dict(zip(trained, frames[n:])))
+    summaries = _stack(dict(zip(keys, frames[:n])))
+    histories = _stack(dict(zip(trained, frames[n:n + len(trained)])))
+    rows = _stack(dict(zip(keys, frames[n + len(trained):])))
     order = list(dict.fromkeys(k.partition("/seed")[0] for k in keys))
     metrics = list(params.get("metrics", ["exact_match"]))
     tables = [report.comparison_table(summaries, m, order) for m in metrics]
-    markdown = "# Comparison\n\n" + "\n".join(report.to_markdown(t, m)
-                                               for t, m in zip(tables, metrics))
+    gains = report.paired_gains(rows, metrics, baseline="sft_only",
+                                seed=int(params.get("bootstrap_seed", 0)))
+    markdown = ("# Comparison\n\n" + "\n".join(report.to_markdown(t, m)
+                                                for t, m in zip(tables, metrics))
+                + "\n" + report.gains_markdown(gains))
     csv = pd.concat([t.assign(metric=m) for t, m in zip(tables, metrics)], ignore_index=True)
     ablation = report.ablation_table(summaries, {k: v.get("vspo", {}) for k, v in
                                                   variant_options.items()}, metrics[0])
@@ -45,4 +50,4 @@ def build_report(keys: Sequence[str], variant_options: Mapping[str, Mapping[str,
         columns=["variant", "seed", "step"])
     return (markdown, csv, report.reward_curves_figure(empty_hist),
             report.zero_advantage_figure(empty_hist), report.eval_bars_figure(summaries, metrics[0]),
-            ablation_md)
+            ablation_md, gains)
