@@ -2,8 +2,9 @@
 
 B x G = 32 x 5 trajectories with up to 4 turns (search tool over the built-in world), then one
 ``model.generate`` call on the same 160 prompts producing the same number of new tokens without
-tools. Reports generated tokens/s, trajectories/s, peak memory and the ratio of the two
-tokens/s (goal >= 0.7), and writes them as JSON.
+tools. The two alternate ``--repeats`` times (default 3). Reports the median generated
+tokens/s of each, trajectories/s, peak memory and the ratio of the two medians (goal >= 0.7),
+and writes them as JSON.
 
     .venv/bin/python scripts/bench_rollout.py [MODEL_DIR] [--out FILE] [--warmup-sft-steps N]
 
@@ -21,6 +22,7 @@ import logging
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="alternating runs of each; medians are reported")
     ap.add_argument("--no-kv-reuse", action="store_true", help="hf backend: re-prefill every turn")
     ap.add_argument("--force-turns", action="store_true",
                     help="treat every turn as a search call (untrained models; see AlwaysSearch)")
@@ -201,36 +205,51 @@ def main(argv: list[str] | None = None) -> dict:
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
-    # 1) the multi-turn engine
-    t0 = time.perf_counter()
-    trajs = run_rollouts(backend=backend, tokenizer=tok, tools={"search": tool}, questions=train,
-                         group_size=args.group_size, config=config)
-    engine_s = time.perf_counter() - t0
-    stats = rollout_stats(trajs, elapsed_s=engine_s)
-    gen_tokens = stats["rollout/generated_tokens"]
-    rss_engine = peak_rss_mb()
-    gpu_engine = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
+    def engine_run():
+        """The multi-turn engine (same seed each time, so the same trajectories)."""
+        t0 = time.perf_counter()
+        trajs = run_rollouts(backend=backend, tokenizer=tok, tools={"search": tool},
+                             questions=train, group_size=args.group_size, config=config)
+        return trajs, time.perf_counter() - t0
 
-    # 2) one plain generate call: same prompts, same number of new tokens, no tools
-    n = len(trajs)
-    per_row = max(1, math.ceil(gen_tokens / n))
-    prompts = [t.token_ids[:t.prompt_len] for t in trajs]
-    width = max(map(len, prompts))
-    ids = torch.full((n, width), tok.pad_token_id, dtype=torch.long)
-    attn = torch.zeros((n, width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        attn[i, width - len(p):] = 1
-    torch.manual_seed(args.seed)
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        out = model.generate(ids.to(args.device), attention_mask=attn.to(args.device), do_sample=True,
-                             temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=per_row,
-                             min_new_tokens=per_row, pad_token_id=tok.pad_token_id)
-    plain_s = time.perf_counter() - t0
-    plain_tokens = int((out[:, width:] != -1).sum())
+    def plain_run(trajs, per_row):
+        """One plain generate call: same prompts, same number of new tokens, no tools."""
+        n = len(trajs)
+        prompts = [t.token_ids[:t.prompt_len] for t in trajs]
+        width = max(map(len, prompts))
+        ids = torch.full((n, width), tok.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((n, width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p)
+            attn[i, width - len(p):] = 1
+        torch.manual_seed(args.seed)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(ids.to(args.device), attention_mask=attn.to(args.device),
+                                 do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                                 max_new_tokens=per_row, min_new_tokens=per_row,
+                                 pad_token_id=tok.pad_token_id)
+        return int((out[:, width:] != -1).sum()), time.perf_counter() - t0
+
+    # The two alternate, `repeats` times each; the medians are reported. One run of either
+    # is noisy on a CPU (the plain call's speed swung by 1.5x between runs on a quiet
+    # 2-core machine), and alternating spreads slow phases of the machine over both.
+    trajs, engine_times, plain_times = None, [], []
+    for _ in range(args.repeats):
+        trajs, seconds = engine_run()
+        engine_times.append(seconds)
+        if len(engine_times) == 1:
+            stats = rollout_stats(trajs, elapsed_s=seconds)
+            gen_tokens = stats["rollout/generated_tokens"]
+            per_row = max(1, math.ceil(gen_tokens / len(trajs)))
+            rss_engine = peak_rss_mb()
+            gpu_engine = (torch.cuda.max_memory_allocated() / 2**20
+                          if args.device.startswith("cuda") else None)
+        plain_tokens, seconds = plain_run(trajs, per_row)
+        plain_times.append(seconds)
     rss_plain = peak_rss_mb()
-
+    n = len(trajs)
+    engine_s, plain_s = statistics.median(engine_times), statistics.median(plain_times)
     engine_tps, plain_tps = gen_tokens / engine_s, plain_tokens / plain_s
     result = {
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -241,12 +260,15 @@ def main(argv: list[str] | None = None) -> dict:
         "B": len(train), "G": args.group_size, "config": {k: getattr(config, k) for k in
                                                           ("max_turns", "max_new_tokens_per_turn",
                                                            "max_total_tokens", "temperature", "top_p")},
-        "engine": {"seconds": engine_s, "generated_tokens": gen_tokens, "tokens_per_s": engine_tps,
+        "repeats": args.repeats,
+        "engine": {"seconds": engine_s, "seconds_each": engine_times,
+                   "generated_tokens": gen_tokens, "tokens_per_s": engine_tps,
                    "trajectories_per_s": n / engine_s, "turns_mean": stats["rollout/turns_mean"],
                    "tool_calls": stats["rollout/tool_calls"],
                    "finish": {k.split("/")[-1]: v for k, v in stats.items() if k.startswith("rollout/finish/")},
                    "peak_rss_mib": rss_engine, "peak_gpu_mib": gpu_engine},
-        "plain_generate": {"seconds": plain_s, "generated_tokens": plain_tokens, "tokens_per_s": plain_tps,
+        "plain_generate": {"seconds": plain_s, "seconds_each": plain_times,
+                           "generated_tokens": plain_tokens, "tokens_per_s": plain_tps,
                            "new_tokens_per_row": per_row, "peak_rss_mib": rss_plain},
         "peak_rss_before_mib": rss_before,
         "ratio_engine_over_plain": engine_tps / plain_tps,
