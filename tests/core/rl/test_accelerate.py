@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent("""
     policy = make_policy()
     cfg = build_config(TrainConfig, {{"algorithm": "vspo", "lr": 3e-3, "steps": 4,
                                      "batch_prompts": 4, "group_size": 4, "ppo_epochs": 2,
-                                     "seed": 0}})
+                                     "seed": 0, "micro_tokens": {micro}}})
     _, hist = train(policy=policy, tokenizer=ToyTokenizer(), questions=make_questions(12),
                     tools=[], config=cfg, reward_fn=toy_reward, rollout_fn=ToyRollout(policy),
                     accelerator=acc)
@@ -54,9 +54,10 @@ def _env():
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("micro", [None, 8])  # 8: one-row micro-batches (toy rows: 8 tokens)
+def test_two_processes_match_one(tmp_path, micro):
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(here=str(HERE)))
+    script.write_text(SCRIPT.format(here=str(HERE), micro=micro))
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     subprocess.run([sys.executable, str(script), str(one)], env=_env(), check=True,
                    capture_output=True, timeout=300)
