@@ -146,3 +146,17 @@ def _no_leaked_mlflow_run():
 
     while mlflow.active_run() is not None:
         mlflow.end_run()
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh SQLite MLflow store in ``tmp_path`` (the working directory) with experiment
+    ``t`` set, for tests that read back what they logged."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_experiment("t")
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()

@@ -5,20 +5,9 @@ import sys
 from pathlib import Path
 
 import mlflow
-import pytest
 from kedro.pipeline import node
 
 from tirl import hooks
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    mlflow.set_experiment("t")
-    yield
-    while mlflow.active_run():
-        mlflow.end_run()
 
 
 def test_peak_rss_sees_an_allocation_in_a_fresh_process():

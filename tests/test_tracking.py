@@ -1,19 +1,8 @@
 """tracking: metrics callback and child runs against a real (SQLite) MLflow store."""
 
 import mlflow
-import pytest
 
 from tirl import tracking
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    mlflow.set_experiment("t")
-    yield
-    while mlflow.active_run():
-        mlflow.end_run()
 
 
 def test_metrics_logger_without_run_is_noop():
