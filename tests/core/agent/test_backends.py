@@ -107,7 +107,7 @@ def test_top_p_keeps_the_smallest_nucleus():
 
 
 def test_unknown_backend_lists_known():
-    with pytest.raises(KeyError, match="hf"):
+    with pytest.raises(ValueError, match="hf"):
         make_backend("tgi", None)
     assert set(BACKENDS) == {"hf", "vllm"}
 

@@ -114,7 +114,7 @@ def test_without_tools_names_and_schemas_are_not_checked():
 
 
 def test_unknown_parser_lists_known_names():
-    with pytest.raises(KeyError, match="hermes"):
+    with pytest.raises(ValueError, match="hermes"):
         get_parser("xml")
 
 

@@ -104,3 +104,13 @@ def test_paired_gains_needs_the_baseline():
     md = report.gains_markdown(report.paired_gains(
         _rows({("sft_only", 0): [0.0, 0.0], ("vspo_prs", 0): [1.0, 0.0]}), ["exact_match"]))
     assert "| vspo_prs | exact_match | 2 | 0.000 | 0.500 | +0.500 |" in md
+
+
+def test_paired_gains_lists_variants_in_the_given_order():
+    rows = _rows({("sft_only", 0): [0.0] * 4, ("vspo_prs", 0): [1.0] * 4,
+                  ("cispo_prs", 0): [0.0] * 4, ("grpo_binary", 0): [1.0] * 4})
+    order = ["sft_only", "vspo_prs", "grpo_binary"]  # cispo_prs not named: after, alphabetically
+    gains = report.paired_gains(rows, ["exact_match"], order=order)
+    assert list(dict.fromkeys(gains["variant"])) == ["vspo_prs", "grpo_binary", "cispo_prs"]
+    assert list(dict.fromkeys(report.paired_gains(rows, ["exact_match"])["variant"])) == \
+        ["cispo_prs", "grpo_binary", "vspo_prs"]

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tirl.core.registry import getter
+
 log = logging.getLogger(__name__)
 
 #: Why a sequence stopped: a stop token, a stop string, or its new-token budget.
@@ -433,10 +435,9 @@ BACKENDS: dict[str, Callable[..., GenerationBackend]] = {"hf": HFBackend, "vllm"
 
 
 def make_backend(name: str, model: Any, tokenizer: Any = None, **kwargs: Any) -> GenerationBackend:
-    """Build the registered backend ``name``; an unknown name raises listing the known ones."""
-    if name not in BACKENDS:
-        raise KeyError(f"unknown generation backend {name!r}; known backends: {sorted(BACKENDS)}")
-    return BACKENDS[name](model, tokenizer, **kwargs)
+    """Build the registered backend ``name``; an unknown name raises ValueError listing the
+    known ones (tirl.core.registry)."""
+    return getter(BACKENDS, "generation backend")(name)(model, tokenizer, **kwargs)
 
 
 __all__ = ["BACKENDS", "GenOut", "GenerationBackend", "HFBackend", "STOP_REASONS", "VLLMBackend",

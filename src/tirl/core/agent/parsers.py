@@ -30,6 +30,7 @@ from typing import Any
 
 import jsonschema
 
+from tirl.core.registry import getter
 from tirl.core.types import ParsedTurn, ParseError, Tool, ToolCall
 
 #: Text the engine may leave at the end of a turn: the turn terminator and the eos token.
@@ -233,12 +234,8 @@ class Parser:
 PARSERS: dict[str, Parser] = {"hermes": Parser(HERMES), "search_r1": Parser(SEARCH_R1)}
 
 
-def get_parser(name: str) -> Parser:
-    """The registered parser ``name``; an unknown name raises listing the known ones."""
-    try:
-        return PARSERS[name]
-    except KeyError:
-        raise KeyError(f"unknown parser {name!r}; known parsers: {sorted(PARSERS)}") from None
+# ValueError listing the known names, like every other registry (tirl.core.registry).
+get_parser: Callable[[str], Parser] = getter(PARSERS, "parser")  # type: ignore[arg-type]
 
 
 def parse(text: str, tools: Mapping[str, Tool] | None = None, *, parser: str = "hermes") -> ParsedTurn:

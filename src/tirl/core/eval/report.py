@@ -84,8 +84,8 @@ GAIN_COLUMNS = ["variant", "benchmark", "metric", "n", "baseline", "mean", "gain
 
 
 def paired_gains(rows: pd.DataFrame, metrics: Sequence[str], baseline: str = "sft_only",
-                 confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
-                 ) -> pd.DataFrame:
+                 confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+                 order: Sequence[str] | None = None) -> pd.DataFrame:
     """Each variant against ``baseline`` on the same held-out questions, per benchmark.
 
     A variant's score on a question is its mean over seeds (and samples); the gain is the
@@ -93,6 +93,7 @@ def paired_gains(rows: pd.DataFrame, metrics: Sequence[str], baseline: str = "sf
     (``scipy.stats.bootstrap``, paired); ``wins``/``losses``: questions where the variant
     scored higher/lower; ``sign_p``: two-sided sign test on them (``scipy.stats.binomtest``),
     the stricter check when only a handful of questions differ. Columns: :data:`GAIN_COLUMNS`.
+    Variants come in ``order`` (the comparison table's), then any others alphabetically.
     """
     from scipy import stats
 
@@ -106,7 +107,9 @@ def paired_gains(rows: pd.DataFrame, metrics: Sequence[str], baseline: str = "sf
         per_q = (rows.dropna(subset=[metric])
                  .groupby(["variant", *keys])[metric].mean().unstack("variant"))
         base = per_q[baseline]
-        for variant in [v for v in per_q.columns if v != baseline]:
+        present = [v for v in per_q.columns if v != baseline]
+        ranked = [v for v in (order or []) if v in present]
+        for variant in ranked + sorted(set(present) - set(ranked)):
             pair = pd.DataFrame({"b": base, "v": per_q[variant]}).dropna()
             groups = [(b, g) for b, g in pair.groupby(level="benchmark")] + [("all", pair)]
             for bench, g in groups:

@@ -55,6 +55,7 @@ from functools import lru_cache
 from typing import Any
 
 from tirl.core.config import build_config, field_
+from tirl.core.registry import getter
 from tirl.core.rewards.text import answer_tokens, normalize_answer
 from tirl.core.types import Judge, JudgeVerdict
 
@@ -271,8 +272,4 @@ def make_judge(name: str, **options: Any) -> Judge:
     >>> make_judge("rubric", threshold=0.5).config.threshold
     0.5
     """
-    try:
-        factory = JUDGES[name]
-    except KeyError:
-        raise ValueError(f"unknown judge {name!r} (known: {sorted(JUDGES)})") from None
-    return factory(**options)
+    return getter(JUDGES, "judge")(name)(**options)

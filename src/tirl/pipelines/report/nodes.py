@@ -36,7 +36,7 @@ def build_report(keys: Sequence[str], variant_options: Mapping[str, Mapping[str,
     metrics = list(params.get("metrics", ["exact_match"]))
     tables = [report.comparison_table(summaries, m, order) for m in metrics]
     gains = report.paired_gains(rows, metrics, baseline="sft_only",
-                                seed=int(params.get("bootstrap_seed", 0)))
+                                seed=int(params.get("bootstrap_seed", 0)), order=order)
     markdown = ("# Comparison\n\n" + "\n".join(report.to_markdown(t, m)
                                                 for t, m in zip(tables, metrics))
                 + "\n" + report.gains_markdown(gains))
