@@ -434,13 +434,10 @@ class VLLMBackend:
 BACKENDS: dict[str, Callable[..., GenerationBackend]] = {"hf": HFBackend, "vllm": VLLMBackend}
 
 
-_get_backend = getter(BACKENDS, "generation backend")
-
-
 def make_backend(name: str, model: Any, tokenizer: Any = None, **kwargs: Any) -> GenerationBackend:
     """Build the registered backend ``name``; an unknown name raises ValueError listing the
     known ones (tirl.core.registry)."""
-    return _get_backend(name)(model, tokenizer, **kwargs)
+    return getter(BACKENDS, "generation backend")(name)(model, tokenizer, **kwargs)
 
 
 __all__ = ["BACKENDS", "GenOut", "GenerationBackend", "HFBackend", "STOP_REASONS", "VLLMBackend",

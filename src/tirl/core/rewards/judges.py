@@ -266,13 +266,10 @@ JUDGES: dict[str, Callable[..., Judge]] = {
 }
 
 
-_get_judge = getter(JUDGES, "judge")
-
-
 def make_judge(name: str, **options: Any) -> Judge:
     """Build the judge registered as ``name`` with its options.
 
     >>> make_judge("rubric", threshold=0.5).config.threshold
     0.5
     """
-    return _get_judge(name)(**options)
+    return getter(JUDGES, "judge")(name)(**options)
