@@ -68,8 +68,9 @@ def main() -> None:
     dp_params = params("data_prep")
     questions, corpus, kb = dp.load_sources(dp_params)
     report = dp.validate_sources(questions, corpus, dp_params)
-    gold = dp.build_gold(questions, corpus, kb, report, dp_params)
-    practice = dp.build_practice(kb, dp_params)
+    agent = params("agent")
+    gold = dp.build_gold(questions, corpus, kb, report, dp_params, agent)
+    practice = dp.build_practice(kb, dp_params, agent)
     base = init_model(corpus, questions, gold, params("model_init"))
     sft_params = params("sft")
     if args.sft_pretrain_steps is not None:
@@ -86,12 +87,12 @@ def main() -> None:
     rl_params["train"] = {**rl_params["train"], "algorithm": args.algorithm, "reward": args.reward}
     if args.rl_steps is not None:
         rl_params["train"]["steps"] = args.rl_steps
-    search = rl_params["search"]
+    search = agent["search"]
     before = held_out_em(sft_model["model"], sft_model["tokenizer"], questions, corpus,
                          args.eval_n, search)
     log.info("held-out before RL: %s", before)
     t1 = time.perf_counter()
-    rl_model, history = run_vspo_update(sft_model, questions, corpus, rl_params)
+    rl_model, history = run_vspo_update(sft_model, questions, corpus, rl_params, agent)
     t_rl = time.perf_counter() - t1
     after = held_out_em(rl_model["model"], rl_model["tokenizer"], questions, corpus,
                         args.eval_n, search)

@@ -160,3 +160,30 @@ def store(tmp_path, monkeypatch):
     yield
     while mlflow.active_run():
         mlflow.end_run()
+
+
+def read_conf_params(stage: str, env: str = "test") -> dict:
+    """``<stage>`` parameters as ``kedro run --env=<env>`` reads them: the env's file
+    replaces the top-level key of conf/base's when it has one."""
+    from pathlib import Path
+
+    import yaml
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for where in ([env, "base"] if env != "base" else ["base"]):
+        path = conf / where / f"parameters_{stage}.yml"
+        if path.is_file():
+            return yaml.safe_load(path.read_text())[stage]
+    raise FileNotFoundError(f"no parameters_{stage}.yml in conf/{env} or conf/base")
+
+
+@pytest.fixture
+def agent_params() -> dict:
+    """``params:agent`` of the test environment (tiny budgets)."""
+    return read_conf_params("agent")
+
+
+@pytest.fixture
+def conf_params():
+    """``conf_params(stage, env="test")``: a stage's parameters as ``--env`` reads them."""
+    return read_conf_params

@@ -196,3 +196,26 @@ def test_each_variant_chain_alone(tmp_path_factory, variant: str):
     top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.run_name for r in top] == [variant]
     assert {r.info.run_name for r in runs} == {variant, SFT_ONLY}
+
+
+def test_pretrain_writes_a_base_that_transformers_loads_and_generates(project: Path):
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _kedro(project, "--pipeline=pretrain")
+    out = project / "data" / "06_models" / "builtin-test"  # conf/test: never models/builtin
+    assert not (project / "models" / "builtin").exists()
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ids = tok.apply_chat_template([{"role": "user", "content": "Where was Ada born?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    gen = model.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert gen.shape[1] > ids["input_ids"].shape[1]
+    record = json.loads((out / "pretraining.json").read_text())
+    assert record["steps"] == 4 and record["world_seeds"][0] == 1_000_000
+    assert record["probe"]["per_seed"][0]["world_seed"] == 1 and "em" in record["probe"]["mean"]
+    card = (out / "README.md").read_text()
+    assert "world seeds" in card and "Reading probe" in card
+    assert torch.isfinite(torch.tensor(record["probe"]["mean"]["query_match"]))

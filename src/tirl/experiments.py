@@ -115,7 +115,7 @@ def variant_pipeline(variant: str, overrides: Mapping[str, Any], seeds: Sequence
         return model, pd.DataFrame(history)
 
     shared_inputs = {"sft_model", "questions", "corpus"}
-    shared_params = {"params:vspo_update", "params:experiments", "params:evaluation"}
+    shared_params = {"params:vspo_update", "params:experiments", "params:evaluation", "params:agent"}
     out = Pipeline([])
     for seed in seeds:
         name = run_name(variant, seed, seeds)
@@ -127,10 +127,10 @@ def variant_pipeline(variant: str, overrides: Mapping[str, Any], seeds: Sequence
                  ["params:vspo_update", "params:experiments"], "rl_params",
                  name="variant_params", tags=["rl", variant]),
             node(_in_run(name, train_policy, tags, rl_out, params_arg=3),
-                 ["sft_model", "questions", "corpus", "rl_params"], rl_out,
+                 ["sft_model", "questions", "corpus", "rl_params", "params:agent"], rl_out,
                  name="train_policy", tags=["rl", variant]),
             node(_in_run(name, evaluate_model, tags, eval_out),
-                 ["rl_model", "questions", "corpus", "params:evaluation"], eval_out,
+                 ["rl_model", "questions", "corpus", "params:evaluation", "params:agent"], eval_out,
                  name="evaluate", tags=["evaluation", variant]),
         ])
         # Kedro prefixes every other dataset and node with the namespace
@@ -146,10 +146,11 @@ def sft_only_pipeline(seeds: Sequence[int]) -> Pipeline:
 
     outputs = ["eval_rows", "eval_summary", "eval_sample", "eval_metrics"]
     inner = Pipeline([node(_in_run(SFT_ONLY, evaluate_model, {"variant": SFT_ONLY}, outputs),
-                           ["sft_model", "questions", "corpus", "params:evaluation"], outputs,
-                           name="evaluate", tags=["evaluation", SFT_ONLY])])
+                           ["sft_model", "questions", "corpus", "params:evaluation", "params:agent"],
+                           outputs, name="evaluate", tags=["evaluation", SFT_ONLY])])
     return pipeline(inner, namespace=f"{SFT_ONLY}.seed{seeds[0]}",
-                    inputs={"sft_model", "questions", "corpus"}, parameters={"params:evaluation"})
+                    inputs={"sft_model", "questions", "corpus"},
+                    parameters={"params:evaluation", "params:agent"})
 
 
 def report_pipeline(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int],

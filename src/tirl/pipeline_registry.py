@@ -11,7 +11,7 @@ from tirl.experiments import configured_seeds, experiment_pipelines
 #: Stage pipelines, in the order data flows through them. Listed explicitly (not discovered):
 #: Kedro 1.7's ``find_pipelines`` only loads the pipeline named on the command line, and the
 #: experiment chains need every stage.
-STAGES = ("data_prep", "model_init", "sft", "rollout", "prs_scoring", "vspo_update",
+STAGES = ("pretrain", "data_prep", "model_init", "sft", "rollout", "prs_scoring", "vspo_update",
           "evaluation", "report")
 
 

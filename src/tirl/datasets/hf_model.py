@@ -29,7 +29,8 @@ class HFModelDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
           load_args: {dtype: auto, device: null}
 
     ``load_args`` go to :func:`tirl.core.modeling.factory.load_model` (``dtype``, ``device``,
-    ``trust_remote_code``); downloads are never made from here.
+    ``trust_remote_code``); downloads are never made from here. ``save`` also writes the
+    optional ``"files"`` entry (file name -> text, e.g. ``README.md``) into the directory.
     """
 
     def __init__(self, path: str, load_args: dict[str, Any] | None = None,
@@ -59,6 +60,12 @@ class HFModelDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         try:
             data["model"].save_pretrained(tmp, **self._save_args)
             data["tokenizer"].save_pretrained(tmp)
+            # Extra text files (a model card, a pretraining record) join the same directory
+            # before the swap, so the model and its description are published as one set.
+            for name, text in (data.get("files") or {}).items():
+                if Path(name).name != name:
+                    raise DatasetError(f"{self._path}: extra file name {name!r} must be a plain file name")
+                (tmp / name).write_text(text)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

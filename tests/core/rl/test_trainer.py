@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -191,6 +192,39 @@ def test_metrics_reach_the_callback_every_step():
     for key in REQUIRED_METRICS:
         assert key in seen[0][1], key
     assert [h["step"] for h in hist] == [0.0, 1.0, 2.0]
+
+
+def test_validation_runs_before_rl_every_n_steps_and_at_the_end_without_touching_sampling():
+    calls, seen = [], []
+
+    def validate(policy):
+        calls.append(policy.training)
+        torch.rand(3)  # would shift the rollouts if the trainer did not fork the RNG
+        return {"exact_match": 0.5 + 0.1 * len(calls)}
+
+    _, plain = _run(_cfg(steps=5))
+    _, hist = _run(_cfg(steps=5, val_every=2), validate=validate,
+                   on_metrics=lambda m, s: seen.append((s, dict(m))))
+    assert calls == [False] * 4  # before step 0, after steps 1 and 3, after the last (4)
+    assert hist[0] == {"step": -1.0, "val/exact_match": pytest.approx(0.6)}
+    val_rows = [h["step"] for h in hist if "val/exact_match" in h]
+    assert val_rows == [-1.0, 1.0, 3.0, 4.0]
+    assert [s for s, m in seen if "val/exact_match" in m] == [0, 2, 4, 5]  # updates done
+    # Validation forks the RNG: training is the same as without it.
+    assert [h["reward/mean"] for h in hist[1:]] == [h["reward/mean"] for h in plain]
+
+
+def test_unscheduled_reward_scores_the_same_rollouts_at_the_schedule_end():
+    steps_seen = []
+
+    def reward(t, q, *, step=0):
+        # A "schedule" that pays only once its ramp is over.
+        steps_seen.append(step)
+        return dataclasses.replace(toy_reward(t, q, step=step), reward=1.0 if step > 100 else 0.0)
+
+    _, hist = _run(_cfg(steps=2), reward_fn=reward)
+    assert all(h["reward/unscheduled"] == 1.0 and h["reward/mean"] == 0.0 for h in hist)
+    assert max(steps_seen) >= 10 ** 9
 
 
 def test_ppo_reports_critic_metrics():

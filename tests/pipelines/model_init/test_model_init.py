@@ -12,7 +12,7 @@ from tirl.core.config import ConfigError
 from tirl.pipelines.model_init import create_pipeline
 from tirl.pipelines.model_init.nodes import init_model, tokenizer_texts
 
-TINY_PARAMS = {"model": "builtin", "vocab_size": 400,
+TINY_PARAMS = {"model": "scratch", "vocab_size": 400,
                "architecture": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_len": 2048}}
 
 

@@ -15,17 +15,17 @@ rollout_nodes = pytest.importorskip("tirl.pipelines.rollout.nodes")
 
 ROLLOUT_PARAMS = {
     "split": "train", "n_questions": 2, "group_size": 2, "progress": False, "sample_size": 1,
-    "engine": {"max_turns": 2, "max_new_tokens_per_turn": 16, "max_total_tokens": 512,
-               "max_tool_response_tokens": 32, "seed": 0},
-    "search": {"kind": "bm25", "top_k": 1},
+    "sampling": {"seed": 0},
 }
+AGENT = {"max_turns": 2, "max_new_tokens_per_turn": 16, "max_total_tokens": 512,
+         "max_tool_response_tokens": 32, "search": {"kind": "bm25", "top_k": 1}}
 
 
 def test_scores_tiny_model_rollouts(tiny_model, tiny_tokenizer, tiny_tables,
                                     tmp_path: Path) -> None:
     corpus, questions, _ = tiny_tables
     frame, _, _ = rollout_nodes.generate_rollouts(
-        {"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus, ROLLOUT_PARAMS)
+        {"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus, ROLLOUT_PARAMS, AGENT)
     frame.to_parquet(tmp_path / "rollouts.parquet")
     frame = pd.read_parquet(tmp_path / "rollouts.parquet")
 

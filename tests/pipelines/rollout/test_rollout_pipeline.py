@@ -38,8 +38,11 @@ CORPUS = pd.DataFrame({"id": ["1", "2"], "title": ["Alice Marlow", "Kestrel Work
 
 
 def _params():
-    params = yaml.safe_load((ROOT / "conf/test/parameters_rollout.yml").read_text())["rollout"]
-    return {**params, "engine": {**params["engine"], "max_total_tokens": 1024}}
+    return yaml.safe_load((ROOT / "conf/test/parameters_rollout.yml").read_text())["rollout"]
+
+
+def _agent():
+    return yaml.safe_load((ROOT / "conf/test/parameters_agent.yml").read_text())["agent"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,7 @@ def run(tiny_model, tiny_tokenizer):
         "questions": MemoryDataset(QUESTIONS),
         "corpus": MemoryDataset(CORPUS),
         "params:rollout": MemoryDataset(_params()),
+        "params:agent": MemoryDataset(_agent()),
         "rollout_trajectories": MemoryDataset(),
         "rollout_stats": MemoryDataset(),
         "rollout_sample": MemoryDataset(),
@@ -91,7 +95,7 @@ def test_validation_names_the_broken_rows(run):
 def test_stage_parameters_build():
     base = yaml.safe_load((ROOT / "conf/base/parameters_rollout.yml").read_text())["rollout"]
     config = build_config(RolloutStageConfig, base, "rollout")
-    assert config.group_size == 5 and config.engine.max_turns == 4
+    assert config.group_size == 5 and config.sampling.temperature == 1.0
     build_config(RolloutStageConfig, _params(), "rollout")
 
 
@@ -100,4 +104,4 @@ def test_unknown_split_is_a_clear_error(tiny_model, tiny_tokenizer):
 
     with pytest.raises(ValueError, match="rollout.split"):
         generate_rollouts({"model": tiny_model, "tokenizer": tiny_tokenizer}, QUESTIONS, CORPUS,
-                          {**_params(), "split": "test_ood"})
+                          {**_params(), "split": "test_ood"}, _agent())

@@ -28,9 +28,12 @@ def test_parameter_files_build(env):
     assert cfg.train.algorithm == "vspo"
 
 
-def test_pipeline_runs_with_test_params(tiny_tables, fresh_tiny_model, tiny_tokenizer, tmp_path):
+def test_pipeline_runs_with_test_params(tiny_tables, fresh_tiny_model, tiny_tokenizer, tmp_path,
+                                        agent_params):
     torch.set_num_threads(1)
     corpus, questions, _ = tiny_tables
+    questions = questions.copy()
+    questions.loc[questions.index[-1], "split"] = "val"  # validated on, never trained on
     params = {**_params("test"), "checkpoint_root": str(tmp_path)}
     params["train"] = {**params["train"], "checkpoint_every": 1}
     catalog = DataCatalog({
@@ -38,21 +41,45 @@ def test_pipeline_runs_with_test_params(tiny_tables, fresh_tiny_model, tiny_toke
                                    copy_mode="assign"),
         "questions": MemoryDataset(questions), "corpus": MemoryDataset(corpus),
         "params:vspo_update": MemoryDataset(params),
+        "params:agent": MemoryDataset(agent_params),
         "rl_model": MemoryDataset(copy_mode="assign"), "rl_history": MemoryDataset()})
     SequentialRunner().run(create_pipeline(), catalog)
     out, history = catalog.load("rl_model"), catalog.load("rl_history")
     assert out["tokenizer"] is tiny_tokenizer and out["model"] is not None
-    assert [h["step"] for h in history] == [0.0, 1.0]
-    assert "reward/mean" in history[0] and "vspo/zero_adv_frac" in history[0]
+    # val_every: 1 -> a validation row before RL (step -1), then one in every step's row.
+    assert [h["step"] for h in history] == [-1.0, 0.0, 1.0]
+    assert all(0.0 <= h["val/exact_match"] <= 1.0 and "val/format_valid" in h for h in history)
+    assert "reward/mean" in history[1] and "vspo/zero_adv_frac" in history[1]
+    assert "reward/unscheduled" in history[1]
     json.dumps(history)  # the JSON dataset must be able to write it
     assert (tmp_path / params["run_name"] / "step_00000002").is_dir()
 
 
-def test_bad_param_names_the_key(tiny_tables, tiny_model, tiny_tokenizer):
+def test_validation_split_without_questions_is_named(tiny_tables, tiny_model, tiny_tokenizer,
+                                                    agent_params):
+    corpus, questions, _ = tiny_tables
+    with pytest.raises(ValueError, match="vspo_update.validation.split"):
+        run_vspo_update({"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus,
+                        {**_params("test"), "checkpoint_root": "/nonexistent"}, agent_params)
+
+
+def test_bad_param_names_the_key(tiny_tables, tiny_model, tiny_tokenizer, agent_params):
     corpus, questions, _ = tiny_tables
     with pytest.raises(ConfigError, match="vspo_update.train.vspo.selection"):
         run_vspo_update({"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus,
-                        {"train": {"vspo": {"selection": "best"}}})
+                        {"train": {"vspo": {"selection": "best"}}}, agent_params)
+
+
+def test_rollout_budgets_come_from_the_agent_config_only(tiny_tables, tiny_model, tiny_tokenizer,
+                                                         agent_params):
+    from tirl.pipelines.vspo_update.nodes import stage_config
+
+    config, env = stage_config(_params("test"), {**agent_params, "max_turns": 3})
+    assert config.train.rollout.max_turns == 3 and config.train.rollout.temperature == 1.0
+    corpus, questions, _ = tiny_tables
+    with pytest.raises(ConfigError, match="params:agent"):
+        run_vspo_update({"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus,
+                        {"train": {"rollout": {"max_turns": 2}}}, agent_params)
 
 
 def test_question_records_pick_the_split(tiny_tables):

@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-REWARD_COMPONENTS = ("reward/mean", "reward/format", "reward/quality", "reward/exact_match")
+REWARD_COMPONENTS = ("reward/mean", "reward/unscheduled", "reward/format", "reward/quality",
+                     "reward/exact_match", "val/exact_match")
 
 
 def comparison_table(summaries: pd.DataFrame, metric: str = "exact_match",
@@ -155,6 +156,11 @@ def _curves(ax, histories: pd.DataFrame, key: str, title: str) -> None:
     for variant, group in histories.groupby("variant", sort=False):
         if key not in group or group[key].isna().all():
             continue
+        group = group[group[key].notna()]
+        if key.startswith("val/"):
+            # Validation rows hold the figure *after* that step's update (step -1: before RL),
+            # so they are drawn at the number of updates done.
+            group = group.assign(step=group["step"] + 1)
         per_step = group.groupby("step")[key]
         mean, std = per_step.mean(), per_step.std().fillna(0.0)
         ax.plot(mean.index, mean.values, label=variant)

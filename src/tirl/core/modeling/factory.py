@@ -188,15 +188,23 @@ def ensure_protocol_tokens(tokenizer: Any, model: Any | None = None) -> list[str
 # --- the model_init stage's core: config + one entry point --------------------------------
 
 
+#: ``model_init.model`` values that are not a path or hub id.
+BUILTIN, SCRATCH = "builtin", "scratch"
+
+
 @dataclass(frozen=True)
 class ModelInitConfig:
     """``model_init`` parameters: which base model the later stages start from."""
 
-    model: str = field_("builtin", doc="'builtin' (train tokenizer + from-scratch model) or a local "
-                                       "path / HF hub id of a pretrained causal LM")
-    vocab_size: int = field_(8000, doc="builtin: BPE vocabulary size", ge=300)
-    min_frequency: int = field_(2, doc="builtin: minimum pair count for a BPE merge", ge=1)
-    architecture: ModelConfig = field_(default_factory=ModelConfig, doc="builtin: model size")
+    model: str = field_(BUILTIN, doc="'builtin' (the committed base pretrained on fresh worlds, "
+                                     "builtin_dir), 'scratch' (train a tokenizer on the benchmark "
+                                     "world and build an untrained model: tests and CI), or a local "
+                                     "path / HF hub id of a pretrained causal LM")
+    builtin_dir: str = field_("models/builtin", doc="builtin: the committed base's directory "
+                                                    "(written by the pretrain stage)")
+    vocab_size: int = field_(8000, doc="scratch: BPE vocabulary size", ge=300)
+    min_frequency: int = field_(2, doc="scratch: minimum pair count for a BPE merge", ge=1)
+    architecture: ModelConfig = field_(default_factory=ModelConfig, doc="scratch: model size")
     dtype: str = field_("auto", doc="pretrained: weights dtype", choices=DTYPES)
     allow_download: bool = field_(False, doc="pretrained: let transformers fetch from the hub")
     trust_remote_code: bool = field_(False, doc="pretrained: run code shipped with the model")
@@ -219,15 +227,25 @@ def render_chats_as_text(chats: Iterable[list[dict[str, str]]],
 
 
 def make_base_model(config: ModelInitConfig, texts: Iterable[str] = ()) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` per ``config``: builtin trains on ``texts``; otherwise load."""
-    if config.model == "builtin":
+    """``(model, tokenizer)`` per ``config``: scratch trains on ``texts``; builtin loads the
+    committed base; anything else is loaded as a path or hub id."""
+    if config.model == SCRATCH:
         texts = list(texts)
         if not texts:
-            raise ValueError("model_init.model='builtin' needs training texts (corpus, questions)")
+            raise ValueError("model_init.model='scratch' needs training texts (corpus, questions)")
         tokenizer = train_tokenizer(texts, vocab_size=config.vocab_size,
                                     min_frequency=config.min_frequency,
                                     model_max_length=config.architecture.max_len)
         return build_model(tokenizer, config.architecture), tokenizer
+    if config.model == BUILTIN:
+        from pathlib import Path
+
+        if not (Path(config.builtin_dir) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model_init.builtin_dir: no model at {config.builtin_dir!r} (expected config.json). "
+                "The built-in base is committed there; rebuild it with `dvc repro pretrain`, or "
+                "set model_init.model: scratch for an untrained model")
+        return load_model(config.builtin_dir, dtype=config.dtype)
     model, tokenizer = load_model(config.model, dtype=config.dtype,
                                   allow_download=config.allow_download,
                                   trust_remote_code=config.trust_remote_code)

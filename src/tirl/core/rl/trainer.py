@@ -48,7 +48,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,8 @@ class TrainConfig:
                             choices=PRECISIONS)
     seed: int = field_(0, doc="seed of sampling, shuffling and VSPO selection")
     checkpoint_every: int = field_(0, doc="save a checkpoint every N steps (0 = never)", ge=0)
+    val_every: int = field_(0, doc="run the validate callback before step 0, every N steps and "
+                                   "at the end (0 = never)", ge=0)
     keep_checkpoints: int = field_(2, doc="complete checkpoints kept on disk", ge=1)
     max_nonfinite_in_row: int = field_(3, doc="consecutive non-finite steps before stopping", ge=1)
     gamma: float = field_(1.0, doc="PPO/GAE discount", ge=0.0, le=1.0)
@@ -433,6 +435,10 @@ def _seed_step(seed: int, step: int, rank: int) -> None:
     torch.manual_seed(s)
 
 
+#: A step past any reward schedule's ramp: the reward with its curriculum finished.
+SCHEDULE_DONE = 10 ** 9
+
+
 def _score(reward_fn: RewardFn, groups_q: Sequence[dict[str, Any]],
            trajectories: Sequence[Trajectory], step: int) -> list[RewardBreakdown]:
     by_id = {str(q["id"]): q for q in groups_q}
@@ -594,7 +600,9 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
           tools: Sequence[Any], config: TrainConfig, reward_fn: RewardFn,
           on_metrics: MetricsCallback | None = None, checkpoint_dir: Path | str | None = None,
           resume: bool = False, rollout_fn: RolloutFn | None = None,
-          accelerator: Any | None = None) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+          accelerator: Any | None = None,
+          validate: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
+          ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """Train ``policy`` online with the algorithm of ``config``; returns (policy, history).
 
     Args:
@@ -612,6 +620,10 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
         rollout_fn: override the rollout engine (single-turn benchmarks, toy tasks):
             ``rollout_fn(questions, group_size, seed) -> trajectories``.
         accelerator: an ``accelerate.Accelerator``; default one is made (CPU without CUDA).
+        validate: ``validate(policy) -> metrics`` (greedy evaluation on held-out questions),
+            run on the main process before step 0, every ``config.val_every`` steps and after
+            the last; its metrics join that step's history row and ``on_metrics`` as
+            ``val/<name>``. It must not touch the global RNG (it runs inside a forked one).
     Returns:
         (the trained policy, unwrapped; one metrics dict per step, ``step`` included).
     Raises:
@@ -695,6 +707,27 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
     bar = tqdm(total=config.steps, initial=state.step, desc=f"rl:{config.algorithm}",
                disable=not acc.is_main_process, dynamic_ncols=True)
 
+    def run_validation(step: int) -> dict[str, float]:
+        if validate is None or not config.val_every:
+            return {}
+        found: dict[str, float] = {}
+        if acc.is_main_process:
+            was_training = raw_policy.training
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                found = {f"val/{k}": float(v) for k, v in validate(raw_policy.eval()).items()}
+            raw_policy.train(was_training)
+        acc.wait_for_everyone()
+        return found
+
+    if state.step == 0 and validate is not None and config.val_every:
+        # The starting point (the SFT level): a history row of its own with step -1. In
+        # MLflow, val/* metrics are logged at the number of updates done (0 here).
+        before = run_validation(-1)
+        if before:
+            state.history.append({"step": -1.0, **before})
+            if acc.is_main_process and on_metrics is not None:
+                on_metrics(before, 0)
+
     while state.step < config.steps:
         step = state.step
         t_step = time.perf_counter()
@@ -715,6 +748,10 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
         t_reward = time.perf_counter() - t0
         groups = local_groups = group_trajectories(local_q, trajs, rewards)
         metrics = _reward_metrics(rewards, trajs)
+        # The same rollouts scored as the curriculum's end state: a curve the schedule does
+        # not move, so a falling shaped reward is not mistaken for a worse policy.
+        final = _score(reward_fn, local_q, trajs, SCHEDULE_DONE)
+        metrics["reward/unscheduled"] = sum(r.reward for r in final) / max(len(final), 1)
 
         # VSPO replacement (steps 1-5) for vspo/grpo; statistics for every algorithm.
         t0 = time.perf_counter()
@@ -776,10 +813,15 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
             if t_update > 0 else 0.0,
         })
         metrics = {k: float(v) for k, v in metrics.items()}
-        state.history.append({"step": float(step), **metrics})
+        val = {}
+        if config.val_every and ((step + 1) % config.val_every == 0 or step + 1 == config.steps):
+            val = run_validation(step)
+        state.history.append({"step": float(step), **metrics, **val})
         state.step = step + 1
         if acc.is_main_process and on_metrics is not None:
             on_metrics(metrics, step)
+            if val:
+                on_metrics(val, step + 1)
         bar.update(1)
         bar.set_postfix({"R": f"{metrics['reward/mean']:.3f}",
                          "kl": f"{metrics.get('actor/kl', 0.0):.4f}",

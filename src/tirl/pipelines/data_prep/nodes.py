@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from tirl.core.agent.env import AgentConfig
 from tirl.core.config import build_config, field_
 from tirl.core.data import gold as G
 from tirl.core.data import loaders as L
@@ -50,10 +51,7 @@ class WikiConfig:
 @dataclass(frozen=True)
 class GoldConfig:
     splits: list[str] = field_(default_factory=lambda: ["train", "val"],
-                               doc="splits that get gold trajectories")
-    top_k: int = field_(3, doc="passages per search in the gold chats", ge=1)
-    max_passage_tokens: int | None = field_(None, doc="truncate each passage (None: whole)",
-                                            ge=1)
+                               doc="splits that get gold trajectories (searched with params:agent)")
 
     def __post_init__(self) -> None:
         bad = [s for s in self.splits if s not in SPLITS]
@@ -168,8 +166,10 @@ def validate_sources(questions: pd.DataFrame, corpus: pd.DataFrame,
 
 
 def build_gold(questions: pd.DataFrame, corpus: pd.DataFrame, world_kb: dict[str, Any],
-               source_report: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
-    """Gold trajectories of the configured splits, searching the corpus with BM25.
+               source_report: dict[str, Any], params: dict[str, Any],
+               agent: dict[str, Any]) -> pd.DataFrame:
+    """Gold trajectories of the configured splits, searching the corpus with the agent's
+    search tool (``params:agent``), exactly as the agent will see it.
 
     Skipped (empty table) when the sources failed validation: the search index would be
     built on broken data and the run stops at ``publish`` anyway.
@@ -178,10 +178,7 @@ def build_gold(questions: pd.DataFrame, corpus: pd.DataFrame, world_kb: dict[str
     if not source_report["success"]:
         log.warning("sources failed validation: gold trajectories not built")
         return pd.DataFrame(columns=list(GOLD_COLUMNS))
-    from tirl.core.tools.search import build_search_tool
-
-    tool = build_search_tool(corpus, kind="bm25", top_k=cfg.gold.top_k,
-                             max_passage_tokens=cfg.gold.max_passage_tokens)
+    tool = build_config(AgentConfig, agent, "agent").search_tool(corpus)
     gold = G.searched_gold_trajectories(questions, world_kb.get("plans", {}), tool,
                                         splits=cfg.gold.splits)
     log.info("gold trajectories: %d (answer found by search in %.1f%% of short-form ones)",
@@ -189,17 +186,18 @@ def build_gold(questions: pd.DataFrame, corpus: pd.DataFrame, world_kb: dict[str
     return gold
 
 
-def build_practice(world_kb: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+def build_practice(world_kb: dict[str, Any], params: dict[str, Any],
+                   agent: dict[str, Any]) -> pd.DataFrame:
     """Gold chats of ``practice.worlds`` freshly generated worlds (warm start only).
 
     Validated here with the gold suite: the chats are generated, not user data, so a failure
     is a bug in the generator and stops the run naming the expectation.
     """
     cfg = build_data_prep_config(params)
+    env = build_config(AgentConfig, agent, "agent")
     practice = practice_trajectories(
         cfg.world, worlds=cfg.practice.worlds, first_seed=cfg.practice.first_seed,
-        splits=cfg.practice.splits, top_k=cfg.gold.top_k,
-        max_passage_tokens=cfg.gold.max_passage_tokens,
+        splits=cfg.practice.splits, top_k=env.top_k, max_passage_tokens=env.max_passage_tokens,
         avoid_names=[e["name"] for e in world_kb.get("entities", [])])
     if len(practice):
         report = V.validate(V.derive_gold(practice, list(practice["question_id"])),

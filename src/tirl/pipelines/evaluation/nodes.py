@@ -2,22 +2,54 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from tirl import tracking
-from tirl.core.config import build_config
+from tirl.core.agent.env import AgentConfig, Sampling
+from tirl.core.config import ConfigError, build_config, field_
 from tirl.core.eval.metrics import SUMMARY_COLUMNS
 from tirl.core.eval.run import EvalConfig, run_evaluation
 from tirl.core.eval.sample import trajectories_markdown
 
 
+@dataclass(frozen=True)
+class EvaluationStageConfig:
+    """``params:evaluation``: what to evaluate and how to sample; the agent environment
+    (search, budgets, parser) is ``params:agent``."""
+
+    splits: tuple[str, ...] = field_(("test_in_domain", "test_ood"), doc="question splits")
+    max_per_benchmark: int | None = field_(None, ge=1, doc="questions per benchmark (null = all)")
+    samples: int = field_(1, ge=1, doc="samples per question; >1 with temperature>0 gives pass@k")
+    seed: int = field_(0, doc="sampling seed (greedy decoding ignores it)")
+    sampling: Sampling = field_(default_factory=lambda: Sampling(temperature=0.0),
+                                doc="greedy by default")
+    judge: dict[str, Any] = field_(default_factory=lambda: {"name": "rubric"},
+                                   doc="judge name and options for long-form questions")
+    progress: bool = field_(True, doc="show a progress bar")
+
+
+def eval_config(params: dict[str, Any], agent: dict[str, Any]) -> EvalConfig:
+    """The core evaluation config: this stage's choices in the agent environment."""
+    stage = build_config(EvaluationStageConfig, params, "evaluation")
+    env = build_config(AgentConfig, agent, "agent")
+    try:
+        return EvalConfig(splits=stage.splits, max_per_benchmark=stage.max_per_benchmark,
+                          samples=stage.samples, seed=stage.seed,
+                          rollout=env.rollout_overrides(stage.sampling), search=dict(env.search),
+                          judge=dict(stage.judge), progress=stage.progress)
+    except ValueError as exc:
+        raise ConfigError(f"evaluation: {exc}") from exc
+
+
 def evaluate_model(model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFrame,
-                   params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, str, dict]:
+                   params: dict[str, Any], agent: dict[str, Any]
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, str, dict]:
     """Per-trajectory rows, the per-benchmark summary, a Markdown sample of trajectories and
     the summary as flat metrics (``<benchmark>/<metric>``, for MLflow and ``dvc metrics``)."""
-    config = build_config(EvalConfig, params, "evaluation")
+    config = eval_config(params, agent)
     trajectories, rows, summary = run_evaluation(
         model=model["model"], tokenizer=model["tokenizer"], questions=questions, corpus=corpus,
         config=config)

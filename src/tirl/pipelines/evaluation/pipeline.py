@@ -6,7 +6,7 @@ from .nodes import evaluate_model
 def create_pipeline(**kwargs) -> Pipeline:
     """Evaluate ``eval_model`` (by default the SFT checkpoint) on every benchmark."""
     return Pipeline([
-        node(evaluate_model, ["eval_model", "questions", "corpus", "params:evaluation"],
+        node(evaluate_model, ["eval_model", "questions", "corpus", "params:evaluation", "params:agent"],
              ["eval_rows", "eval_summary", "eval_sample", "eval_metrics"], name="evaluate_model",
              tags=["evaluation"]),
     ])

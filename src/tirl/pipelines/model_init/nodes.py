@@ -10,7 +10,7 @@ import pandas as pd
 
 from tirl.core.agent.protocol import SYSTEM_PROMPT, default_tools, with_system
 from tirl.core.config import build_config
-from tirl.core.modeling.factory import ModelInitConfig, make_base_model, render_chats_as_text
+from tirl.core.modeling.factory import SCRATCH, ModelInitConfig, make_base_model, render_chats_as_text
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def init_model(corpus: pd.DataFrame, questions: pd.DataFrame, gold_trajectories:
                params: dict[str, Any]) -> dict[str, Any]:
     """``base_model``: ``{"model", "tokenizer"}`` per ``params:model_init``."""
     config = build_config(ModelInitConfig, params, "model_init")
-    texts = tokenizer_texts(corpus, questions, gold_trajectories) if config.model == "builtin" else []
+    texts = tokenizer_texts(corpus, questions, gold_trajectories) if config.model == SCRATCH else []
     model, tokenizer = make_base_model(config, texts)
     n = sum(p.numel() for p in model.parameters())
     log.info("model_init: %s, %.2fM parameters, vocab %d", config.model, n / 1e6, len(tokenizer))

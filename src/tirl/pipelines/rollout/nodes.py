@@ -19,12 +19,12 @@ import pandas as pd
 
 from tirl import tracking
 from tirl.core.agent.backends import make_backend
-from tirl.core.agent.rollout import RolloutConfig, rollout_stats, run_rollouts
+from tirl.core.agent.env import AgentConfig, Sampling
+from tirl.core.agent.rollout import rollout_stats, run_rollouts
 from tirl.core.config import build_config, field_, to_dict
 from tirl.core.data.validation import raise_if_failed, validate
 from tirl.core.eval.sample import trajectories_markdown
 from tirl.core.records import plain, split_records
-from tirl.core.tools.search import build_search_tool
 from tirl.core.types import FINISH_REASONS, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -45,9 +45,8 @@ class RolloutStageConfig:
     dtype: str = field_("auto", doc="dtype when loading `model`",
                         choices=("auto", "float32", "bfloat16", "float16"))
     device: str | None = field_(None, doc="torch device for the policy (null = where it is)")
-    engine: RolloutConfig = field_(default_factory=RolloutConfig, doc="rollout engine budgets")
-    search: dict[str, Any] = field_(default_factory=lambda: {"kind": "bm25", "top_k": 3},
-                                    doc="build_search_tool options")
+    sampling: Sampling = field_(default_factory=Sampling,
+                                doc="how turns are sampled (budgets and search: params:agent)")
     sample_size: int = field_(5, doc="trajectories shown in rollout_sample", ge=0)
     progress: bool = field_(True, doc="tqdm progress bar")
     validation: list[dict[str, Any]] = field_(default_factory=list,
@@ -98,17 +97,19 @@ def _policy(model: dict[str, Any], config: RolloutStageConfig) -> tuple[Any, Any
 
 
 def generate_rollouts(model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFrame,
-                      params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], str]:
+                      params: dict[str, Any], agent: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], str]:
     """Roll out ``group_size`` episodes per selected question.
 
     Returns the trajectory table (not yet validated), the rollout stats and a Markdown sample.
     """
     config = build_config(RolloutStageConfig, params, "rollout")
+    env = build_config(AgentConfig, agent, "agent")
+    engine = env.rollout_config(config.sampling)
     policy, tokenizer = _policy(model, config)
     selected = split_records(questions, config.split, config.n_questions, key="rollout.split")
-    tools = {"search": build_search_tool(corpus, tokenizer=tokenizer, **config.search)}
-    backend = make_backend(config.engine.backend, policy, tokenizer,
-                           **({"max_batch": config.engine.max_batch} if config.engine.backend == "hf" else {}))
+    tools = env.tools(corpus, tokenizer)
+    backend = make_backend(engine.backend, policy, tokenizer,
+                           **({"max_batch": engine.max_batch} if engine.backend == "hf" else {}))
     was_training = getattr(policy, "training", False)
     if hasattr(policy, "eval"):
         policy.eval()
@@ -116,13 +117,13 @@ def generate_rollouts(model: dict[str, Any], questions: pd.DataFrame, corpus: pd
     try:
         trajectories = run_rollouts(backend=backend, tokenizer=tokenizer, tools=tools,
                                     questions=selected, group_size=config.group_size,
-                                    config=config.engine, progress=config.progress)
+                                    config=engine, progress=config.progress)
     finally:
         if was_training:
             policy.train()
     stats = rollout_stats(trajectories, elapsed_s=time.perf_counter() - t0)
     stats["rollout/questions"] = len(selected)
-    stats["config"] = to_dict(config.engine)
+    stats["config"] = to_dict(engine)
     tracking.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))})
     sample = trajectories_markdown(_spread_sample(trajectories, config.sample_size),
                                    title=f"Rollout sample ({config.split}, G={config.group_size})")

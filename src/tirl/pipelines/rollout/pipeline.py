@@ -12,7 +12,7 @@ def create_pipeline(model_dataset: str = "sft_model", **kwargs) -> Pipeline:
     ``base_model`` or ``rl_model``). ``params:rollout.model`` (an HF id or path) overrides it at
     run time without changing the graph."""
     return pipeline([
-        node(generate_rollouts, inputs=[model_dataset, "questions", "corpus", "params:rollout"],
+        node(generate_rollouts, inputs=[model_dataset, "questions", "corpus", "params:rollout", "params:agent"],
              outputs=["rollout_trajectories_unvalidated", "rollout_stats_unvalidated", "rollout_sample"],
              name="generate_rollouts"),
         node(validate_rollouts,

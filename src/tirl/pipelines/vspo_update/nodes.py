@@ -8,6 +8,7 @@ the reward, wires the metrics callback to MLflow, and points checkpoints at
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,26 @@ from typing import Any
 import pandas as pd
 
 from tirl import tracking
-from tirl.core.config import build_config, field_
+from tirl.core.agent.env import AgentConfig, Sampling
+from tirl.core.config import ConfigError, build_config, field_
+from tirl.core.eval.run import EvalConfig, run_evaluation
 from tirl.core.records import split_records
 from tirl.core.rl.trainer import TrainConfig, make_reward, train
-from tirl.core.tools.search import build_search_tool
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """``vspo_update.validation``: greedy evaluation on held-out questions during RL
+    (every ``train.val_every`` steps; logged as ``rl/val/<metric>``)."""
+
+    split: str = field_("val", doc="question split validated on (never trained on)")
+    max_per_benchmark: int | None = field_(None, doc="cap per benchmark (null = all)", ge=1)
+    sampling: Sampling = field_(default_factory=lambda: Sampling(temperature=0.0),
+                                doc="greedy by default (budgets and search: params:agent)")
+    judge: dict[str, Any] = field_(default_factory=lambda: {"name": "rubric"},
+                                   doc="judge of long-form answers")
 
 
 @dataclass(frozen=True)
@@ -34,9 +49,12 @@ class VSPOUpdateConfig:
     checkpoint_root: str = field_("data/06_models/checkpoints", doc="checkpoints go to <root>/<run_name>")
     resume: bool = field_(True, doc="continue from the newest checkpoint of this run, if any")
     device: str | None = field_(None, doc="torch device; null = cuda when available, else cpu")
-    search: dict[str, Any] = field_(default_factory=lambda: {"kind": "bm25", "top_k": 3},
-                                    doc="build_search_tool options")
+    sampling: Sampling = field_(default_factory=Sampling,
+                                doc="how RL rollouts sample (paper: temperature 1, top-p 1); "
+                                    "budgets, parser and search come from params:agent")
     metrics_prefix: str = field_("rl/", doc="prefix of the per-step MLflow metric keys")
+    validation: ValidationConfig = field_(default_factory=ValidationConfig,
+                                          doc="held-out validation during RL (train.val_every)")
     train: TrainConfig = field_(default_factory=TrainConfig, doc="the RL loop (TrainConfig)")
 
 
@@ -48,17 +66,60 @@ def question_records(questions: pd.DataFrame, split: str, n: int | None) -> list
     return split_records(questions, split, n, key="vspo_update.split")
 
 
+#: Validation metrics logged (the "all" row of the evaluation summary).
+VAL_METRICS = ("exact_match", "f1", "la_bleu", "judge_score", "format_valid")
+
+
+def make_validate(config: VSPOUpdateConfig, env: AgentConfig, questions: pd.DataFrame,
+                  corpus: pd.DataFrame, tokenizer: Any) -> Any:
+    """``validate(policy) -> metrics``: greedy evaluation of the policy on the validation
+    split, through the same evaluation code as the benchmark stage."""
+    if not config.train.val_every:
+        return None
+    held_out = questions[questions["split"] == config.validation.split]
+    if held_out.empty:
+        raise ValueError(f"vspo_update.validation.split: no questions in split "
+                         f"{config.validation.split!r} (present: {sorted(questions['split'].unique())})")
+    eval_config = EvalConfig(splits=(config.validation.split,),
+                             max_per_benchmark=config.validation.max_per_benchmark,
+                             rollout=env.rollout_overrides(config.validation.sampling),
+                             search=dict(env.search),
+                             judge=dict(config.validation.judge), progress=False)
+
+    def validate(policy: Any) -> dict[str, float]:
+        _, _, summary = run_evaluation(model=policy, tokenizer=tokenizer, questions=held_out,
+                                       corpus=corpus, config=eval_config)
+        row = summary.set_index("benchmark").loc["all"]
+        return {k: float(row[k]) for k in VAL_METRICS if k in row and pd.notna(row[k])}
+
+    return validate
+
+
+def stage_config(params: dict[str, Any], agent: dict[str, Any]) -> tuple[VSPOUpdateConfig, AgentConfig]:
+    """The stage config with ``train.rollout`` built from the agent environment."""
+    if "rollout" in (params.get("train") or {}):
+        raise ConfigError("vspo_update.train.rollout: rollout budgets, parser and backend are "
+                          "set once for every stage in params:agent (conf/base/parameters_agent.yml); "
+                          "RL sampling is vspo_update.sampling")
+    config = build_config(VSPOUpdateConfig, params, "vspo_update")
+    env = build_config(AgentConfig, agent, "agent")
+    # The loop seeds every step's rollouts itself (from train.seed and the step).
+    train_config = dataclasses.replace(config.train, rollout=env.rollout_config(config.sampling))
+    return dataclasses.replace(config, train=train_config), env
+
+
 def run_vspo_update(sft_model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFrame,
-                    params: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, float]]]:
+                    params: dict[str, Any], agent: dict[str, Any]
+                    ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """``(rl_model, rl_history)``: train ``sft_model`` online; one history row per step."""
     import torch
 
-    config = build_config(VSPOUpdateConfig, params, "vspo_update")
+    config, env = stage_config(params, agent)
     records = question_records(questions, config.split, config.n_questions)
     model, tokenizer = sft_model["model"], sft_model["tokenizer"]
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device)
-    tools = {"search": build_search_tool(corpus, tokenizer=tokenizer, **config.search)}
+    tools = env.tools(corpus, tokenizer)
     checkpoint_dir = Path(config.checkpoint_root) / config.run_name
     log.info("vspo_update: %s on %d %s questions; checkpoints in %s", config.train.algorithm,
              len(records), config.split, checkpoint_dir)
@@ -66,5 +127,6 @@ def run_vspo_update(sft_model: dict[str, Any], questions: pd.DataFrame, corpus: 
         policy=model, tokenizer=tokenizer, questions=records, tools=tools, config=config.train,
         reward_fn=make_reward(config.train),
         on_metrics=tracking.make_metrics_logger(config.metrics_prefix),
-        checkpoint_dir=checkpoint_dir, resume=config.resume)
+        checkpoint_dir=checkpoint_dir, resume=config.resume,
+        validate=make_validate(config, env, questions, corpus, tokenizer))
     return {"model": policy.to("cpu"), "tokenizer": tokenizer}, history

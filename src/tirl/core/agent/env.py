@@ -1,0 +1,92 @@
+"""The agent environment: one configuration of what the agent sees and may do.
+
+Gold chats, pretraining, SFT, RL rollouts, validation, evaluation and the reading probe all
+build their search tool and rollout budgets from one :class:`AgentConfig` (``params:agent``,
+``conf/base/parameters_agent.yml``), so a passage the agent reads in RL is the passage it was
+taught on and is evaluated on. Stages choose only how to *sample* (:class:`Sampling`):
+temperature 1 in RL, greedy in evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tirl.core.agent.rollout import RolloutConfig
+from tirl.core.config import field_
+
+
+def _default_search() -> dict[str, Any]:
+    return {"kind": "bm25", "top_k": 3, "max_passage_tokens": None}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a stage samples the agent's turns (``<stage>.sampling``)."""
+
+    temperature: float = field_(1.0, doc="sampling temperature; 0 = greedy", ge=0.0)
+    top_p: float = field_(1.0, doc="nucleus sampling mass", gt=0.0, le=1.0)
+    seed: int = field_(0, doc="sampling seed (same seed, same trajectories on CPU)")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """``params:agent``: the search tool, the turn format and the budgets of an episode."""
+
+    search: dict[str, Any] = field_(
+        default_factory=_default_search,
+        doc="build_search_tool options: kind (bm25 | dense | remote), top_k, max_passage_tokens "
+            "(null = whole passages), and the backend's own options")
+    parser: str = field_("hermes", doc="turn format", choices=("hermes", "search_r1"))
+    max_turns: int = field_(4, doc="assistant turns per episode", ge=1)
+    max_new_tokens_per_turn: int = field_(64, doc="sampled tokens per assistant turn", ge=1)
+    max_total_tokens: int = field_(1024, doc="prompt + generated + observation tokens", ge=8)
+    max_tool_response_tokens: int = field_(256, doc="tool output kept per call (tokens)", ge=1)
+    backend: str = field_("hf", doc="generation backend", choices=("hf", "vllm"))
+    max_batch: int = field_(256, doc="rows per backend forward pass", ge=1)
+    tool_timeout_s: float | None = field_(30.0, doc="per tool call; null = no limit")
+    system_prompt: str | None = field_(None, doc="null = the protocol's SYSTEM_PROMPT")
+
+    def __post_init__(self) -> None:
+        top_k = self.search.get("top_k", 3)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"search.top_k: expected an integer >= 1, got {top_k!r}")
+        mpt = self.search.get("max_passage_tokens")
+        if mpt is not None and (isinstance(mpt, bool) or not isinstance(mpt, int) or mpt < 1):
+            raise ValueError(f"search.max_passage_tokens: expected null or an integer >= 1, got {mpt!r}")
+
+    @property
+    def top_k(self) -> int:
+        return int(self.search.get("top_k", 3))
+
+    @property
+    def max_passage_tokens(self) -> int | None:
+        return self.search.get("max_passage_tokens")
+
+    def rollout_config(self, sampling: Sampling | None = None) -> RolloutConfig:
+        """The rollout engine's config: this environment's budgets, ``sampling``'s sampling."""
+        sampling = sampling or Sampling()
+        return RolloutConfig(
+            max_turns=self.max_turns, max_new_tokens_per_turn=self.max_new_tokens_per_turn,
+            max_total_tokens=self.max_total_tokens,
+            max_tool_response_tokens=self.max_tool_response_tokens,
+            temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
+            parser=self.parser, backend=self.backend, max_batch=self.max_batch,
+            tool_timeout_s=self.tool_timeout_s, system_prompt=self.system_prompt)
+
+    def rollout_overrides(self, sampling: Sampling | None = None) -> dict[str, Any]:
+        """:meth:`rollout_config` as a plain dict (for configs that take overrides)."""
+        import dataclasses
+
+        return dataclasses.asdict(self.rollout_config(sampling))
+
+    def search_tool(self, corpus: Any, tokenizer: Any = None) -> Any:
+        """The search tool over ``corpus``; ``tokenizer`` counts tokens for truncation."""
+        from tirl.core.tools.search import build_search_tool
+
+        return build_search_tool(corpus, tokenizer=tokenizer, **self.search)
+
+    def tools(self, corpus: Any, tokenizer: Any = None) -> dict[str, Any]:
+        """The agent's tool registry (name -> tool)."""
+        return {"search": self.search_tool(corpus, tokenizer)}
+
