@@ -60,3 +60,23 @@ def test_pretrained_path_loads_from_disk(tables, tiny_model_dir):
     out = init_model(*tables, {"model": str(tiny_model_dir)})
     assert out["model"].config.hidden_size == 64
     assert out["tokenizer"].eos_token == P.IM_END
+
+
+def test_builtin_loads_the_committed_base_directory(tables, tiny_model_dir):
+    out = init_model(*tables, {"model": "builtin", "builtin_dir": str(tiny_model_dir)})
+    assert out["model"].config.hidden_size == 64 and out["tokenizer"].eos_token == P.IM_END
+
+
+def test_builtin_without_its_directory_says_how_to_rebuild_it(tables, tmp_path):
+    with pytest.raises(FileNotFoundError, match="model_init.builtin_dir.*dvc repro pretrain"):
+        init_model(*tables, {"model": "builtin", "builtin_dir": str(tmp_path / "missing")})
+
+
+def test_default_builtin_dir_is_the_pretrain_stages_output():
+    import yaml
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    init = yaml.safe_load((root / "conf/base/parameters_model_init.yml").read_text())["model_init"]
+    catalog = yaml.safe_load((root / "conf/base/catalog_pretrain.yml").read_text())
+    assert init["model"] == "builtin" and init["builtin_dir"] == catalog["builtin_base"]["path"]
