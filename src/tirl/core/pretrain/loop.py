@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from tirl.core.modeling.factory import build_model, train_tokenizer
+from tirl.core.modeling.prefix import MIN_SHARED_PREFIX, common_prefix_len, lm_loss
 from tirl.core.pretrain.config import PretrainConfig, pretrain_seeds
 from tirl.core.pretrain.validation import turn_accuracy
 from tirl.core.pretrain.stream import (
@@ -43,15 +44,6 @@ def build_builtin_base(config: PretrainConfig, top_k: int = 3) -> tuple[Any, Any
                                 min_frequency=config.min_frequency,
                                 model_max_length=config.architecture.max_len)
     return build_model(tokenizer, config.architecture), tokenizer
-
-
-def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy weighted per target token: ``sum(w * ce) / sum(w)``."""
-    ce = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1),
-        reduction="none")
-    w = weights[:, 1:].reshape(-1)
-    return (ce * w).sum() / w.sum().clamp_min(1e-8)
 
 
 def matmul_peak_flops(n: int = 1024, repeats: int = 8) -> float:
@@ -142,7 +134,7 @@ def pretrain(config: PretrainConfig, *, top_k: int = 3, max_passage_tokens: int 
         batches = block_batches(examples, config.batch_size, seed=config.seed * 1_000_003 + state["block"])
         while state["batch"] < len(batches) and state["step"] < total:
             _train_step(model, optimizer, config, state,
-                        [examples[i] for i in batches[state["batch"]]], pad_id, encoder.system_prefix)
+                        [examples[i] for i in batches[state["batch"]]], pad_id)
             state["batch"] += 1
             state["step"] += 1
             step = state["step"]
@@ -207,46 +199,16 @@ def _val_examples(config: PretrainConfig, encoder: ChatEncoder, top_k: int,
     return encoder.encode(chats[:config.val_chats], max_len=config.max_len)
 
 
-def shared_prefix_loss(model: Any, batch: Mapping[str, torch.Tensor], prefix: Sequence[int]) -> torch.Tensor:
-    """:func:`weighted_lm_loss` of ``batch`` whose rows all start with ``prefix`` (the system
-    turn, about 40 % of a chat), with the prefix run once instead of once per row.
-
-    Causal attention makes the prefix's keys and values the same in every row, so they are
-    computed at batch size 1 and expanded; gradients flow back through them, which gives the
-    same loss and gradients as the full forward (a test checks it) for far less compute.
-    The prefix itself carries no loss, and the first token after it (always the template's
-    newline) is not scored.
-    """
-    from transformers import DynamicCache
-
-    p = len(prefix)
-    ids, mask, weights = batch["input_ids"], batch["attention_mask"], batch["weights"]
-    rows = ids.shape[0]
-    out = model(input_ids=ids[:1, :p], use_cache=True)
-    cache = DynamicCache()
-    for i, layer in enumerate(out.cache.layers):
-        cache.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), i)
-    logits = model(input_ids=ids[:, p:], attention_mask=mask, cache=cache, use_cache=True).logits
-    return weighted_lm_loss(logits, ids[:, p:], weights[:, p:])
-
-
 def _train_step(model: Any, optimizer: torch.optim.Optimizer, config: PretrainConfig,
-                state: dict[str, Any], examples: list[WeightedExample], pad_id: int,
-                prefix: Sequence[int]) -> None:
+                state: dict[str, Any], examples: list[WeightedExample], pad_id: int) -> None:
     phase = config.phases[_phase_at(config, state["step"])]
     scale = lr_at(state["step"], total=config.total_steps, warmup=config.warmup_steps,
                   schedule="cosine", min_ratio=config.min_lr_ratio)
     for group in optimizer.param_groups:
         group["lr"] = config.lr * scale
     batch = collate_weighted(examples, pad_id, phase.context_weight)
-    p = len(prefix)
-    shared = bool(p) and all(e.input_ids[:p] == list(prefix) and len(e.input_ids) > p + 1
-                             for e in examples)
-    if shared:
-        loss = shared_prefix_loss(model, batch, prefix)
-    else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = weighted_lm_loss(logits, batch["input_ids"], batch["weights"])
+    # The system turn opens every chat: lm_loss runs it once per batch (modeling.prefix).
+    loss = lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["weights"])
     loss.backward()
     if config.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -254,8 +216,10 @@ def _train_step(model: Any, optimizer: torch.optim.Optimizer, config: PretrainCo
     optimizer.zero_grad(set_to_none=True)
     state["tokens"] += int(batch["attention_mask"].sum())
     # Tokens the model actually ran: the shared system prefix counts once per batch.
-    state["computed_tokens"] = state.get("computed_tokens", 0) + int(batch["attention_mask"].sum()) - \
-        (len(examples) - 1) * (p if shared else 0)
+    shared = common_prefix_len(batch["input_ids"], batch["attention_mask"])
+    shared = shared if MIN_SHARED_PREFIX <= shared < batch["input_ids"].shape[1] else 0
+    state["computed_tokens"] = state.get("computed_tokens", 0) + \
+        int(batch["attention_mask"].sum()) - (len(examples) - 1) * shared
     state["last_loss"] = float(loss.detach())
     state["last_lr"] = config.lr * scale
 

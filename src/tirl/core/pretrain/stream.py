@@ -103,11 +103,6 @@ class ChatEncoder:
         self.tools = list(tools) if tools is not None else default_tools()
         self.header = tokenizer(GENERATION_PROMPT, add_special_tokens=False)["input_ids"]
         self.im_end = tokenizer.convert_tokens_to_ids(IM_END)
-        # The system turn (prompt + tool schemas) up to its <|im_end|>: the same ids open
-        # every chat, so training can run it once per batch (see loop.forward_logits).
-        system = render_text(tokenizer, with_system([]), self.tools)
-        ids = tokenizer(system, add_special_tokens=False)["input_ids"]
-        self.system_prefix = ids[:ids.index(self.im_end) + 1]
 
     def encode(self, chats: Sequence[tuple[str, Chat]],
                max_len: int | None = None) -> list[WeightedExample]:

@@ -29,6 +29,7 @@ from tirl.core.agent.protocol import (
     ANSWER_CLOSE, ANSWER_OPEN, ENDOFTEXT, IM_END, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, render, render_text,
 )
 from tirl.core.config import field_
+from tirl.core.modeling.prefix import lm_loss
 
 log = logging.getLogger(__name__)
 
@@ -270,9 +271,12 @@ def _run_phase(*, model: torch.nn.Module, accelerator: Any, batches: Iterator[di
                 if _rank == accelerator.process_index:
                     mine = drawn
             batch = {k: v.to(accelerator.device) for k, v in mine.items()}
+            mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
             with _autocast(accelerator.device, config.precision):
-                out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
-            loss = masked_lm_loss(logits=out.logits, labels=batch["labels"])
+                # Gold chats all open with the same system turn: lm_loss runs it once per
+                # batch (same loss and gradients as the masked loss of the full batch).
+                loss = lm_loss(model, batch["input_ids"], mask,
+                               (batch["labels"] != IGNORE_INDEX).float())
             accelerator.backward(loss / config.grad_accum)
             loss_sum += loss.item()
             n_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
