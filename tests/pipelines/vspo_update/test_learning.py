@@ -45,7 +45,7 @@ def test_rl_raises_the_builtin_models_reward_above_its_sft_level():
                          _params("agent"))
     practice = gold.iloc[:0]  # the benchmark world's chats alone: the test asks for RL, not SFT
     base = init_model(corpus, questions, gold, _params("model_init"))
-    sft_params = {**_params("sft", "base"), "pretrain_steps": 100, "pretrain_batch_size": 8,
+    sft_params = {**_params("sft", "base"), "pretrain_steps": 100, "pretrain_batch_size": 8, "lr": 2.0e-3,
                   "max_steps": 80, "batch_size": 8, "probe_size": 0, "progress_bar": False}
     sft, _ = run_sft(base, gold, practice, corpus, questions, sft_params)
 

@@ -12,7 +12,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -84,34 +84,16 @@ def pretrain(config: PretrainConfig, *, top_k: int = 3, max_passage_tokens: int 
     (``params:agent``): the gold chats are searched the way the agent will search.
 
     ``summary`` holds what the model card reports: steps, tokens, worlds and their seeds,
-    wall clock, throughput and the last validation figures.
+    wall clock, throughput and the validation figures.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    resumed = ckpt.load_latest(config.checkpoint_dir) if config.resume else None
-    if resumed is not None:
-        tokenizer = resumed.state["tokenizer"]
-        model = build_model(tokenizer, config.architecture)
-        model.load_state_dict(resumed.state["model"])
-        log.info("pretrain: resuming from %s (step %d)", resumed.path, resumed.step)
-    else:
-        model, tokenizer = build_builtin_base(config, top_k)
-    pad_id = tokenizer.pad_token_id
+    model, tokenizer, optimizer, state = _start(config, top_k)
     encoder = ChatEncoder(tokenizer)
-    optimizer = _optimizer(model, config)
-    state = {"step": 0, "block": 0, "batch": 0, "block_phase": 0, "tokens": 0,
-             "computed_tokens": 0, "seconds": 0.0, "history": [], "val": []}
-    if resumed is not None:
-        optimizer.load_state_dict(resumed.state["optimizer"])
-        state.update(resumed.state["progress"])
-        ckpt.set_rng_state(resumed.state["rng"])
-
     val = _val_examples(config, encoder, top_k, max_passage_tokens)
-    n_params = sum(p.numel() for p in model.parameters())
-    peak = matmul_peak_flops()
+    meter = _Meter(config, state, sum(p.numel() for p in model.parameters()), on_metrics)
     log.info("pretrain: %.2fM parameters, vocab %d, %d steps, matmul peak %.0f GFLOP/s",
-             n_params / 1e6, len(tokenizer), config.total_steps, peak / 1e9)
+             meter.n_params / 1e6, len(tokenizer), config.total_steps, meter.peak / 1e9)
 
     def make_examples(seeds: range) -> list[WeightedExample]:
         phase = config.phases[state["block_phase"]]
@@ -122,69 +104,116 @@ def pretrain(config: PretrainConfig, *, top_k: int = 3, max_passage_tokens: int 
             chats += world_chats(cfg, top_k=top_k, max_passage_tokens=max_passage_tokens)
         return encoder.encode(chats, max_len=config.max_len)
 
-    total = config.total_steps
     model.train()
-    t_run = time.perf_counter()
-    t_mark, tokens_mark, computed_mark = t_run, state["tokens"], state.get("computed_tokens", 0)
-    while state["step"] < total:
+    while state["step"] < config.total_steps:
+        # A block's worlds follow the phase of its first step, also when a run resumes mid-block.
         state["block_phase"] = state["block_phase"] if state["batch"] else _phase_at(config, state["step"])
         _, examples = next(iter_blocks(first_seed=config.first_seed, start_block=state["block"],
                                        worlds_per_block=config.worlds_per_block,
                                        make_examples=make_examples))
         batches = block_batches(examples, config.batch_size, seed=config.seed * 1_000_003 + state["block"])
-        while state["batch"] < len(batches) and state["step"] < total:
+        while state["batch"] < len(batches) and state["step"] < config.total_steps:
             _train_step(model, optimizer, config, state,
-                        [examples[i] for i in batches[state["batch"]]], pad_id)
+                        [examples[i] for i in batches[state["batch"]]], tokenizer.pad_token_id)
             state["batch"] += 1
             state["step"] += 1
-            step = state["step"]
-            if step % config.log_every == 0 or step == total:
-                now = time.perf_counter()
-                tps = (state["tokens"] - tokens_mark) / max(now - t_mark, 1e-9)
-                cps = (state["computed_tokens"] - computed_mark) / max(now - t_mark, 1e-9)
-                t_mark, tokens_mark, computed_mark = now, state["tokens"], state["computed_tokens"]
-                metrics = {"pretrain/loss": state["last_loss"], "pretrain/lr": state["last_lr"],
-                           "pretrain/tokens_per_s": tps, "pretrain/tokens": float(state["tokens"]),
-                           "pretrain/mfu": 6 * n_params * cps / peak,
-                           "pretrain/worlds": float(state["block"] * config.worlds_per_block)}
-                state["history"].append({"step": step, **metrics})
-                log.info("pretrain step %d/%d loss %.4f lr %.2e tok/s %.0f (%.0f%% of matmul peak)",
-                         step, total, metrics["pretrain/loss"], metrics["pretrain/lr"], tps,
-                         100 * metrics["pretrain/mfu"])
-                if on_metrics is not None:
-                    on_metrics(metrics, step)
-            if val and (step % config.eval_every == 0 or step == total):
-                found = turn_accuracy(model, val, pad_id)
-                model.train()
-                state["val"].append({"step": step, "tokens": state["tokens"], **found})
-                log.info("pretrain step %d validation: %s", step,
-                         ", ".join(f"{k} {v:.3f}" for k, v in found.items()))
-                if on_metrics is not None:
-                    on_metrics({f"pretrain/val/{k}": v for k, v in found.items()}, step)
-            if config.checkpoint_dir and (step % config.checkpoint_every == 0 or step == total):
-                state["seconds"] += time.perf_counter() - t_run
-                t_run = time.perf_counter()
+            meter.after_step(model, val, tokenizer.pad_token_id)
+            if meter.due(config.checkpoint_every) and config.checkpoint_dir:
+                meter.lap()
                 _save(config, model, tokenizer, optimizer, state)
         if state["batch"] >= len(batches):
             state["block"] += 1
             state["batch"] = 0
-    state["seconds"] += time.perf_counter() - t_run
+    meter.lap()
     model.eval()
+    return model, tokenizer, _summary(config, state, meter, len(tokenizer))
+
+
+def _start(config: PretrainConfig, top_k: int) -> tuple[Any, Any, torch.optim.Optimizer, dict[str, Any]]:
+    """A fresh model, or the newest checkpoint's, with its optimiser, progress and RNG."""
+    torch.manual_seed(config.seed)
+    resumed = ckpt.load_latest(config.checkpoint_dir) if config.resume else None
+    state = {"step": 0, "block": 0, "batch": 0, "block_phase": 0, "tokens": 0,
+             "computed_tokens": 0, "seconds": 0.0, "history": [], "val": []}
+    if resumed is None:
+        model, tokenizer = build_builtin_base(config, top_k)
+        return model, tokenizer, _optimizer(model, config), state
+    tokenizer = resumed.state["tokenizer"]
+    model = build_model(tokenizer, config.architecture)
+    model.load_state_dict(resumed.state["model"])
+    optimizer = _optimizer(model, config)
+    optimizer.load_state_dict(resumed.state["optimizer"])
+    state.update(resumed.state["progress"])
+    ckpt.set_rng_state(resumed.state["rng"])
+    log.info("pretrain: resuming from %s (step %d)", resumed.path, resumed.step)
+    return model, tokenizer, optimizer, state
+
+
+class _Meter:
+    """Logging, validation and wall clock of a run (``state`` is the run's progress)."""
+
+    def __init__(self, config: PretrainConfig, state: dict[str, Any], n_params: int,
+                 on_metrics: MetricsCallback | None) -> None:
+        self.config, self.state, self.n_params, self.on_metrics = config, state, n_params, on_metrics
+        self.peak = matmul_peak_flops()
+        self.t_run = self.t_mark = time.perf_counter()
+        self.tokens_mark, self.computed_mark = state["tokens"], state["computed_tokens"]
+
+    def due(self, every: int) -> bool:
+        step = self.state["step"]
+        return step % every == 0 or step == self.config.total_steps
+
+    def lap(self) -> None:
+        """Add the time since the last lap to the run's wall clock (kept in checkpoints)."""
+        now = time.perf_counter()
+        self.state["seconds"] += now - self.t_run
+        self.t_run = now
+
+    def after_step(self, model: Any, val: list[WeightedExample], pad_id: int) -> None:
+        state, step = self.state, self.state["step"]
+        if self.due(self.config.log_every):
+            now = time.perf_counter()
+            dt = max(now - self.t_mark, 1e-9)
+            tps = (state["tokens"] - self.tokens_mark) / dt
+            computed = (state["computed_tokens"] - self.computed_mark) / dt
+            self.t_mark, self.tokens_mark, self.computed_mark = now, state["tokens"], state["computed_tokens"]
+            metrics = {"pretrain/loss": state["last_loss"], "pretrain/lr": state["last_lr"],
+                       "pretrain/tokens_per_s": tps, "pretrain/tokens": float(state["tokens"]),
+                       "pretrain/mfu": 6 * self.n_params * computed / self.peak,
+                       "pretrain/worlds": float(state["block"] * self.config.worlds_per_block)}
+            state["history"].append({"step": step, **metrics})
+            log.info("pretrain step %d/%d loss %.4f lr %.2e tok/s %.0f (%.0f%% of matmul peak)",
+                     step, self.config.total_steps, metrics["pretrain/loss"], metrics["pretrain/lr"],
+                     tps, 100 * metrics["pretrain/mfu"])
+            self._emit(metrics, step)
+        if val and self.due(self.config.eval_every):
+            found = turn_accuracy(model, val, pad_id)
+            model.train()
+            state["val"].append({"step": step, "tokens": state["tokens"], **found})
+            log.info("pretrain step %d validation: %s", step,
+                     ", ".join(f"{k} {v:.3f}" for k, v in found.items()))
+            self._emit({f"pretrain/val/{k}": v for k, v in found.items()}, step)
+
+    def _emit(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.on_metrics is not None:
+            self.on_metrics(metrics, step)
+
+
+def _summary(config: PretrainConfig, state: dict[str, Any], meter: _Meter, vocab: int) -> dict[str, Any]:
+    # The last block read: the current one, unless the run ended exactly on a block boundary.
     last_block = state["block"] - (1 if state["batch"] == 0 and state["block"] else 0)
-    summary = {
-        "steps": state["step"], "tokens": state["tokens"], "seconds": state["seconds"],
-        "parameters": n_params, "vocab": len(tokenizer),
+    seconds = max(state["seconds"], 1e-9)
+    return {
+        "steps": state["step"], "tokens": state["tokens"], "computed_tokens": state["computed_tokens"],
+        "seconds": state["seconds"], "parameters": meter.n_params, "vocab": vocab,
         "world_seeds": [config.first_seed,
                         config.first_seed + (last_block + 1) * config.worlds_per_block - 1],
         "tokenizer_seeds": [config.first_seed, config.first_seed + config.tokenizer_worlds - 1],
         "val_seed": config.val_seed, "reserved_seeds": list(config.reserved_seeds),
-        "matmul_peak_gflops": peak / 1e9,
-        "tokens_per_s": state["tokens"] / max(state["seconds"], 1e-9),
+        "matmul_peak_gflops": meter.peak / 1e9, "tokens_per_s": state["tokens"] / seconds,
+        "mfu": 6 * meter.n_params * state["computed_tokens"] / seconds / meter.peak,
         "history": state["history"], "val": state["val"],
     }
-    summary["computed_tokens"] = state.get("computed_tokens", 0)
-    summary["mfu"] = 6 * n_params * summary["computed_tokens"] / max(state["seconds"], 1e-9) / peak
-    return model, tokenizer, summary
 
 
 def _val_examples(config: PretrainConfig, encoder: ChatEncoder, top_k: int,
