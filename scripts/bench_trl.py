@@ -44,7 +44,7 @@ def built_in_model_and_prompts(n_prompts: int):
     dp_params = params("data_prep")
     questions, corpus, kb = dp.load_sources(dp_params)
     report = dp.validate_sources(questions, corpus, dp_params)
-    gold = dp.build_gold(questions, corpus, kb, report, dp_params, params("agent"))
+    gold = dp.build_gold(questions, corpus, kb, report, dp_params, params("agent")["search"])
     base = init_model(corpus, questions, gold, params("model_init"))
     train = questions[questions["split"] == "train"].head(n_prompts)
     tok = base["tokenizer"]

@@ -69,8 +69,8 @@ def main() -> None:
     questions, corpus, kb = dp.load_sources(dp_params)
     report = dp.validate_sources(questions, corpus, dp_params)
     agent = params("agent")
-    gold = dp.build_gold(questions, corpus, kb, report, dp_params, agent)
-    practice = dp.build_practice(kb, dp_params, agent)
+    gold = dp.build_gold(questions, corpus, kb, report, dp_params, agent["search"])
+    practice = dp.build_practice(kb, dp_params, agent["search"])
     base = init_model(corpus, questions, gold, params("model_init"))
     sft_params = params("sft")
     if args.sft_pretrain_steps is not None:

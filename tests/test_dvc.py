@@ -54,8 +54,9 @@ NOT_DEPS = {"src/tirl/tracking.py"}
 # Stage -> modules it runs only to *measure* its outputs, deliberately not deps: the pretrain
 # stage probes the base it built (for the model card), and a change to the evaluation code
 # must not make hours of pretraining stale. The card records the probe at build time;
-# scripts/reading_probe.py re-measures, and a slow test checks that the two agree.
-MEASURED_ONLY = {"pretrain": {"tirl.core.eval.probe"}}
+# scripts/reading_probe.py re-measures, and a slow test checks that the two agree. (Training
+# reads only params:agent.search; the agent environment's rollout part serves the probe.)
+MEASURED_ONLY = {"pretrain": {"tirl.core.eval.probe", "tirl.core.agent.env"}}
 # Files whose tirl imports are not followed: tirl.experiments imports each stage lazily inside
 # the builder of the chain that uses it; ENTRY_MODULES names what each stage really runs.
 LEAVES = {"tirl.experiments"}

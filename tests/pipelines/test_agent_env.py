@@ -47,7 +47,7 @@ def test_one_agent_key_changes_gold_chats_rl_rollouts_and_evaluation(
                                     for n in names]})
 
     prep = {**conf_params("data_prep"), "gold": {"splits": ["train"]}}
-    gold = dp.build_gold(questions, corpus, {"plans": {}}, {"success": True}, prep, agent)
+    gold = dp.build_gold(questions, corpus, {"plans": {}}, {"success": True}, prep, agent["search"])
     tool_turns = [m["content"] for chat in gold["messages"] for m in json.loads(chat)
                   if m["role"] == "tool"]
     assert tool_turns and all(_docs(t) == top_k for t in tool_turns)

@@ -39,8 +39,8 @@ def make_catalog(root: Path, params: dict[str, Any]):
         _reroot(entry, root)
     catalog = DataCatalog.from_config(entries)
     catalog["params:data_prep"] = MemoryDataset(params)
-    catalog["params:agent"] = MemoryDataset(
-        yaml.safe_load((ROOT / "conf/test/parameters_agent.yml").read_text())["agent"])
+    catalog["params:agent.search"] = MemoryDataset(
+        yaml.safe_load((ROOT / "conf/test/parameters_agent.yml").read_text())["agent"]["search"])
     return catalog
 
 

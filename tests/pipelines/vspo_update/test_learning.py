@@ -42,7 +42,7 @@ def test_rl_raises_the_builtin_models_reward_above_its_sft_level():
     prep = _params("data_prep")
     questions, corpus, kb = dp.load_sources(prep)
     gold = dp.build_gold(questions, corpus, kb, dp.validate_sources(questions, corpus, prep), prep,
-                         _params("agent"))
+                         _params("agent")["search"])
     practice = gold.iloc[:0]  # the benchmark world's chats alone: the test asks for RL, not SFT
     base = init_model(corpus, questions, gold, _params("model_init"))
     sft_params = {**_params("sft", "base"), "pretrain_steps": 100, "pretrain_batch_size": 8, "lr": 2.0e-3,

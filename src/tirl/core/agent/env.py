@@ -14,6 +14,7 @@ from typing import Any
 
 from tirl.core.agent.rollout import RolloutConfig
 from tirl.core.config import field_
+from tirl.core.tools.search import build_search_tool, search_settings
 
 
 def _default_search() -> dict[str, Any]:
@@ -48,20 +49,15 @@ class AgentConfig:
     system_prompt: str | None = field_(None, doc="null = the protocol's SYSTEM_PROMPT")
 
     def __post_init__(self) -> None:
-        top_k = self.search.get("top_k", 3)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"search.top_k: expected an integer >= 1, got {top_k!r}")
-        mpt = self.search.get("max_passage_tokens")
-        if mpt is not None and (isinstance(mpt, bool) or not isinstance(mpt, int) or mpt < 1):
-            raise ValueError(f"search.max_passage_tokens: expected null or an integer >= 1, got {mpt!r}")
+        search_settings(self.search)
 
     @property
     def top_k(self) -> int:
-        return int(self.search.get("top_k", 3))
+        return search_settings(self.search)[0]
 
     @property
     def max_passage_tokens(self) -> int | None:
-        return self.search.get("max_passage_tokens")
+        return search_settings(self.search)[1]
 
     def rollout_config(self, sampling: Sampling | None = None) -> RolloutConfig:
         """The rollout engine's config: this environment's budgets, ``sampling``'s sampling."""
@@ -82,8 +78,6 @@ class AgentConfig:
 
     def search_tool(self, corpus: Any, tokenizer: Any = None) -> Any:
         """The search tool over ``corpus``; ``tokenizer`` counts tokens for truncation."""
-        from tirl.core.tools.search import build_search_tool
-
         return build_search_tool(corpus, tokenizer=tokenizer, **self.search)
 
     def tools(self, corpus: Any, tokenizer: Any = None) -> dict[str, Any]:

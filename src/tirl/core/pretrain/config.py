@@ -120,3 +120,4 @@ def pretrain_seeds(first_seed: int, n_worlds: int, reserved: tuple[int, ...] | l
         raise ValueError(f"pretraining world seeds {first_seed}..{first_seed + n_worlds - 1} "
                          f"include the validation world's seed {val_seed}")
     return seeds
+

@@ -485,3 +485,15 @@ def build_search_tool(corpus: pd.DataFrame | None, *, kind: str = "bm25", top_k:
     retriever = builder(corpus, **{n: given[n] for n in names})
     return SearchTool(retriever, top_k=top_k, max_passage_tokens=max_passage_tokens,
                       tokenizer=tokenizer)
+
+
+def search_settings(search: dict[str, Any]) -> tuple[int, int | None]:
+    """``(top_k, max_passage_tokens)`` of search options such as ``params:agent.search``,
+    checked (ValueError naming the key)."""
+    top_k, mpt = search.get("top_k", 3), search.get("max_passage_tokens")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"agent.search.top_k: expected an integer >= 1, got {top_k!r}")
+    if mpt is not None and (isinstance(mpt, bool) or not isinstance(mpt, int) or mpt < 1):
+        raise ValueError(f"agent.search.max_passage_tokens: expected null or an integer >= 1, "
+                         f"got {mpt!r}")
+    return top_k, mpt

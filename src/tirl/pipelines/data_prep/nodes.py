@@ -17,11 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from tirl.core.agent.env import AgentConfig
 from tirl.core.config import build_config, field_
 from tirl.core.data import gold as G
 from tirl.core.data import loaders as L
 from tirl.core.data import validation as V
+from tirl.core.tools.search import build_search_tool, search_settings
 from tirl.core.types import GOLD_COLUMNS, PASSAGE_COLUMNS, QUESTION_COLUMNS, SPLITS
 from tirl.core.world.generator import WorldConfig, generate_world
 from tirl.core.world.practice import practice_seeds, practice_trajectories
@@ -167,9 +167,9 @@ def validate_sources(questions: pd.DataFrame, corpus: pd.DataFrame,
 
 def build_gold(questions: pd.DataFrame, corpus: pd.DataFrame, world_kb: dict[str, Any],
                source_report: dict[str, Any], params: dict[str, Any],
-               agent: dict[str, Any]) -> pd.DataFrame:
+               search: dict[str, Any]) -> pd.DataFrame:
     """Gold trajectories of the configured splits, searching the corpus with the agent's
-    search tool (``params:agent``), exactly as the agent will see it.
+    search tool (``params:agent.search``), exactly as the agent will see it.
 
     Skipped (empty table) when the sources failed validation: the search index would be
     built on broken data and the run stops at ``publish`` anyway.
@@ -178,7 +178,8 @@ def build_gold(questions: pd.DataFrame, corpus: pd.DataFrame, world_kb: dict[str
     if not source_report["success"]:
         log.warning("sources failed validation: gold trajectories not built")
         return pd.DataFrame(columns=list(GOLD_COLUMNS))
-    tool = build_config(AgentConfig, agent, "agent").search_tool(corpus)
+    search_settings(search)
+    tool = build_search_tool(corpus, **search)
     gold = G.searched_gold_trajectories(questions, world_kb.get("plans", {}), tool,
                                         splits=cfg.gold.splits)
     log.info("gold trajectories: %d (answer found by search in %.1f%% of short-form ones)",
@@ -187,17 +188,17 @@ def build_gold(questions: pd.DataFrame, corpus: pd.DataFrame, world_kb: dict[str
 
 
 def build_practice(world_kb: dict[str, Any], params: dict[str, Any],
-                   agent: dict[str, Any]) -> pd.DataFrame:
+                   search: dict[str, Any]) -> pd.DataFrame:
     """Gold chats of ``practice.worlds`` freshly generated worlds (warm start only).
 
     Validated here with the gold suite: the chats are generated, not user data, so a failure
     is a bug in the generator and stops the run naming the expectation.
     """
     cfg = build_data_prep_config(params)
-    env = build_config(AgentConfig, agent, "agent")
+    top_k, max_passage_tokens = search_settings(search)
     practice = practice_trajectories(
         cfg.world, worlds=cfg.practice.worlds, first_seed=cfg.practice.first_seed,
-        splits=cfg.practice.splits, top_k=env.top_k, max_passage_tokens=env.max_passage_tokens,
+        splits=cfg.practice.splits, top_k=top_k, max_passage_tokens=max_passage_tokens,
         avoid_names=[e["name"] for e in world_kb.get("entities", [])])
     if len(practice):
         report = V.validate(V.derive_gold(practice, list(practice["question_id"])),

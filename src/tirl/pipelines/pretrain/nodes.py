@@ -15,6 +15,7 @@ from tirl.core.config import build_config, to_dict
 from tirl.core.eval.probe import check_unseen_record, reading_probe
 from tirl.core.pretrain.card import card_files, mean_probe, pretraining_record
 from tirl.core.pretrain.config import PretrainConfig
+from tirl.core.tools.search import search_settings
 from tirl.core.pretrain.loop import pretrain
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,13 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU"
 
 
-def run_pretrain(params: dict[str, Any], agent: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_pretrain(params: dict[str, Any], search: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(pretrained_model, pretrain_summary)``: the built-in base trained per
-    ``params:pretrain`` on fresh worlds searched like ``params:agent`` searches (resumes
+    ``params:pretrain`` on fresh worlds searched as ``params:agent.search`` says (resumes
     from its checkpoint directory)."""
     config = build_config(PretrainConfig, params, "pretrain")
-    env = build_config(AgentConfig, agent, "agent")
-    model, tokenizer, summary = pretrain(config, top_k=env.top_k,
-                                         max_passage_tokens=env.max_passage_tokens,
+    top_k, max_passage_tokens = search_settings(search)
+    model, tokenizer, summary = pretrain(config, top_k=top_k, max_passage_tokens=max_passage_tokens,
                                          on_metrics=tracking.make_metrics_logger())
     summary.update({"machine": machine_description(), "config": to_dict(config)})
     return {"model": model, "tokenizer": tokenizer}, summary

@@ -7,7 +7,7 @@ from tirl.pipelines.pretrain.nodes import probe_pretrained, publish_base, run_pr
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline([
-        node(run_pretrain, inputs=["params:pretrain", "params:agent"], outputs=["pretrained_model", "pretrain_summary"],
+        node(run_pretrain, inputs=["params:pretrain", "params:agent.search"], outputs=["pretrained_model", "pretrain_summary"],
              name="run_pretrain"),
         node(probe_pretrained, inputs=["pretrained_model", "pretrain_summary", "params:pretrain",
                                        "params:agent"],
