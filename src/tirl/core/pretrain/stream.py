@@ -20,6 +20,7 @@ import torch
 
 from tirl.core.agent.protocol import GENERATION_PROMPT, IM_END, default_tools, render_text, with_system
 from tirl.core.data.gold import searched_gold_trajectories
+from tirl.core.rl.sft import length_grouped_batches
 from tirl.core.tools.search import build_search_tool
 from tirl.core.world.generator import WorldConfig, generate_world
 
@@ -146,17 +147,10 @@ def collate_weighted(examples: Sequence[WeightedExample], pad_id: int,
 
 
 def block_batches(examples: Sequence[WeightedExample], batch_size: int, seed: int) -> list[list[int]]:
-    """Batches (index lists) over one block: shuffled, then grouped by length in windows of
-    32 batches so that padding stays small, then the batch order shuffled again."""
-    rng = random.Random(seed)
-    order = list(range(len(examples)))
-    rng.shuffle(order)
-    window = batch_size * 32
-    batches = []
-    for w in range(0, len(order), window):
-        chunk = sorted(order[w:w + window], key=lambda i: len(examples[i].input_ids))
-        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
+    """Batches (index lists) over one block, grouped by length as SFT groups them
+    (:func:`tirl.core.rl.sft.length_grouped_batches`)."""
+    batches = length_grouped_batches([len(e.input_ids) for e in examples], batch_size,
+                                     random.Random(seed))
     # A short last batch would weigh its few chats more; drop it (the stream never ends).
     return [b for b in batches if len(b) == batch_size] or batches[:1]
 

@@ -186,22 +186,27 @@ def collate(examples: Sequence[SFTExample], pad_id: int) -> dict[str, torch.Tens
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def sft_batches(examples: Sequence[SFTExample], batch_size: int, rng: random.Random) -> Iterator[list[SFTExample]]:
-    """Endless shuffled batches, grouped by length so that little compute goes to padding.
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One pass of index batches: shuffled, sorted by length in windows of 32 batches and cut
+    into batches (so little compute goes to padding), then the batch order shuffled again (so
+    a step's batch size in tokens varies, not its order)."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 32
+    batches = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w: w + window], key=lambda i: lengths[i])
+        batches += [chunk[b: b + batch_size] for b in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
-    Each pass shuffles, sorts windows of 32 batches by length, cuts them into batches and
-    shuffles the batch order again (so a step's batch size in tokens varies, not its order).
-    """
+
+def sft_batches(examples: Sequence[SFTExample], batch_size: int, rng: random.Random) -> Iterator[list[SFTExample]]:
+    """Endless shuffled batches, grouped by length (:func:`length_grouped_batches`, a new
+    pass each time the previous one is used up)."""
+    lengths = [len(e.input_ids) for e in examples]
     while True:
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        window = batch_size * 32
-        batches = []
-        for w in range(0, len(order), window):
-            chunk = sorted(order[w: w + window], key=lambda i: len(examples[i].input_ids))
-            batches += [chunk[b: b + batch_size] for b in range(0, len(chunk), batch_size)]
-        rng.shuffle(batches)
-        for b in batches:
+        for b in length_grouped_batches(lengths, batch_size, rng):
             yield [examples[i] for i in b]
 
 
