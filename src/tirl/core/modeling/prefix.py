@@ -1,11 +1,12 @@
-"""Weighted next-token loss, with a prefix that every row shares run only once.
+"""Next-token loss and logits, with a prefix that every row shares run only once.
 
 Agent chats all open with the same system turn (the prompt and the tool schemas: about 200
 of the built-in base's 500 tokens per chat). Under causal attention the keys and values of a
 shared prefix are the same in every row, so :func:`shared_prefix_lm_loss` runs the prefix at
 batch size 1, expands its cache to the batch and runs only the rest per row. The loss and its
 gradients equal :func:`weighted_lm_loss` of the full batch (tests check it) for about 40 %
-less compute on agent chats.
+less compute on agent chats. :func:`next_token_logits` does the same for the RL update's
+log-probabilities, whose loss never reads the prompt.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ def common_prefix_len(input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     return int(differs[0]) if len(differs) else int(input_ids.shape[1])
 
 
-def shared_prefix_lm_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                          weights: torch.Tensor, prefix_len: int) -> torch.Tensor:
-    """:func:`weighted_lm_loss` of the batch, its first ``prefix_len`` tokens (shared by every
-    row, see :func:`common_prefix_len`) run once; ``prefix_len`` must be shorter than the rows."""
+def _prefix_once(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 prefix_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the shared prefix at batch size 1 and the rest per row on its expanded cache.
+
+    Returns the prefix's logits [1, p, V] and the next-token logits of every row for the
+    targets ``p .. T-1`` [N, T-p, V] (the prefix's last position, then the tail's)."""
     from transformers import DynamicCache
 
     rows, p = input_ids.shape[0], prefix_len
@@ -50,17 +53,40 @@ def shared_prefix_lm_loss(model: Any, input_ids: torch.Tensor, attention_mask: t
         cache.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), i)
     tail = model(input_ids=input_ids[:, p:], attention_mask=attention_mask, cache=cache,
                  use_cache=True).logits
+    return head.logits, torch.cat([head.logits[:, -1:].expand(rows, 1, -1), tail[:, :-1]], dim=1)
+
+
+def shared_prefix_lm_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          weights: torch.Tensor, prefix_len: int) -> torch.Tensor:
+    """:func:`weighted_lm_loss` of the batch, its first ``prefix_len`` tokens (shared by every
+    row, see :func:`common_prefix_len`) run once; ``prefix_len`` must be shorter than the rows."""
+    p = prefix_len
+    head, logits = _prefix_once(model, input_ids, attention_mask, p)
     # Targets 1..p-1 are predicted inside the prefix (the same in every row: weighted by the
-    # rows' summed weights); target p by the prefix's last position; the rest by the tail.
-    ce_head = torch.nn.functional.cross_entropy(head.logits[0, :-1].float(), input_ids[0, 1:p],
+    # rows' summed weights); targets p.. by the prefix's last position and the tail.
+    ce_head = torch.nn.functional.cross_entropy(head[0, :-1].float(), input_ids[0, 1:p],
                                                 reduction="none")
-    logits = torch.cat([head.logits[:, -1:].expand(rows, 1, -1), tail[:, :-1]], dim=1)
     ce_tail = torch.nn.functional.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]), input_ids[:, p:].reshape(-1),
-        reduction="none").view(rows, -1)
+        reduction="none").view(input_ids.shape[0], -1)
     w_head, w_tail = weights[:, 1:p].to(ce_head.dtype), weights[:, p:].to(ce_tail.dtype)
     total = (ce_head * w_head.sum(0)).sum() + (ce_tail * w_tail).sum()
     return total / (w_head.sum() + w_tail.sum()).clamp_min(1e-8)
+
+
+def next_token_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, int]:
+    """Next-token logits of a right-padded batch for the targets after the rows' shared prefix.
+
+    Returns ``(logits, start)``: ``logits[:, j]`` predicts ``input_ids[:, start + 1 + j]``, for
+    every target from ``start + 1`` on. ``start`` is 0 (every target) unless the rows share a
+    prefix worth running once (:func:`common_prefix_len`); then the targets inside it, which
+    no policy loss reads (they are prompt tokens), are left out.
+    """
+    p = common_prefix_len(input_ids, attention_mask)
+    if input_ids.shape[0] > 1 and MIN_SHARED_PREFIX <= p < input_ids.shape[1]:
+        return _prefix_once(model, input_ids, attention_mask, p)[1], p - 1
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1], 0
 
 
 def lm_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
