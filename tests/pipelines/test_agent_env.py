@@ -64,3 +64,23 @@ def test_one_agent_key_changes_gold_chats_rl_rollouts_and_evaluation(
         evaluate_model(model, questions, corpus, {"splits": ["test_in_domain"], "progress": False},
                        agent)
     assert rl == ev == {"docs": top_k, "max_turns": max_turns}
+
+
+def test_every_gold_answer_of_the_default_world_fits_the_default_turn_budget(conf_params):
+    """A turn budget shorter than the benchmark's answers makes them unanswerable: with 64
+    tokens, 80 % of the built-in long-form descriptions were cut off (format invalid)."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from tirl.core.agent.protocol import format_answer
+
+    base = Path(__file__).resolve().parents[2] / "models" / "builtin"
+    if not (base / "tokenizer.json").is_file():
+        pytest.skip("the built-in base is not in this checkout (dvc repro pretrain)")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    budget = conf_params("agent", "base")["max_new_tokens_per_turn"]
+    questions, _, _ = dp.load_sources(conf_params("data_prep", "base"))
+    lengths = questions["answers"].map(
+        lambda answers: len(tokenizer(format_answer(answers[0]))["input_ids"]) + 1)  # + <|im_end|>
+    assert lengths.max() <= budget, questions.loc[lengths.idxmax(), "question"]

@@ -40,7 +40,7 @@ class AgentConfig:
             "(null = whole passages), and the backend's own options")
     parser: str = field_("hermes", doc="turn format", choices=("hermes", "search_r1"))
     max_turns: int = field_(4, doc="assistant turns per episode", ge=1)
-    max_new_tokens_per_turn: int = field_(64, doc="sampled tokens per assistant turn", ge=1)
+    max_new_tokens_per_turn: int = field_(128, doc="sampled tokens per assistant turn", ge=1)
     max_total_tokens: int = field_(1024, doc="prompt + generated + observation tokens", ge=8)
     max_tool_response_tokens: int = field_(256, doc="tool output kept per call (tokens)", ge=1)
     backend: str = field_("hf", doc="generation backend", choices=("hf", "vllm"))
