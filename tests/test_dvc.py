@@ -6,7 +6,7 @@ tests rebuild the Kedro node selection and check, against the catalog and parame
 - every persisted dataset they read is a dep (the file, or a folder holding it);
 - every ``params:<key>`` they read is tracked, and every tracked key exists in its file;
 - every tirl source file they import is a dep;
-- the variant list and the seeds of the matrix stages are tirl.experiments' own.
+- the variant list and the seeds of the matrix stages are tirl.variants' own.
 """
 
 from __future__ import annotations
@@ -34,20 +34,20 @@ KEDRO = str(Path(sys.executable).with_name("kedro"))
 
 # The code each kind of stage runs, beyond what its catalog datasets load (module names; their
 # tirl imports are followed statically). The experiment wiring (variant params, child runs)
-# lives in tirl/experiments.py, which imports every stage lazily: it is listed as a file.
+# lives in tirl/experiments.py, listed as a file (see LEAVES); the variant and seed tables it
+# wires from (tirl.variants) are followed.
 ENTRY_MODULES = {
     "pretrain": ["tirl.pipelines.pretrain.pipeline"],
     "data_prep": ["tirl.pipelines.data_prep.pipeline"],
     "model_init": ["tirl.pipelines.model_init.pipeline"],
     "sft": ["tirl.pipelines.sft.pipeline"],
-    "rl": ["tirl.pipelines.vspo_update.nodes"],
-    "evaluation": ["tirl.pipelines.evaluation.nodes"],
-    "evaluation_sft_only": ["tirl.pipelines.evaluation.nodes"],
-    "report": ["tirl.pipelines.report.nodes"],
+    "rl": ["tirl.pipelines.vspo_update.nodes", "tirl.variants"],
+    "evaluation": ["tirl.pipelines.evaluation.nodes", "tirl.variants"],
+    "evaluation_sft_only": ["tirl.pipelines.evaluation.nodes", "tirl.variants"],
+    "report": ["tirl.pipelines.report.pipeline"],
 }
 ENTRY_FILES = {"rl": ["src/tirl/experiments.py"], "evaluation": ["src/tirl/experiments.py"],
-               "evaluation_sft_only": ["src/tirl/experiments.py"],
-               "report": ["src/tirl/experiments.py", "src/tirl/pipelines/report/pipeline.py"]}
+               "evaluation_sft_only": ["src/tirl/experiments.py"]}
 # Imported but unable to change a stage's outputs: MLflow logging (and empty __init__.py files,
 # see not_a_dep).
 NOT_DEPS = {"src/tirl/tracking.py"}
@@ -57,8 +57,8 @@ NOT_DEPS = {"src/tirl/tracking.py"}
 # scripts/reading_probe.py re-measures, and a slow test checks that the two agree. (Training
 # reads only params:agent.search; the agent environment's rollout part serves the probe.)
 MEASURED_ONLY = {"pretrain": {"tirl.core.eval.probe", "tirl.core.agent.env"}}
-# Files whose tirl imports are not followed: tirl.experiments imports each stage lazily inside
-# the builder of the chain that uses it; ENTRY_MODULES names what each stage really runs.
+# Files whose tirl imports are not followed: tirl.experiments imports the nodes of every stage
+# to wire all the chains, but a stage runs only its own; ENTRY_MODULES names what it runs.
 LEAVES = {"tirl.experiments"}
 
 
@@ -140,7 +140,8 @@ class _Pipelines:
     @property
     def chains(self) -> dict[str, Any]:
         if self._chains is None:
-            from tirl.experiments import configured_seeds, experiment_pipelines
+            from tirl.experiments import experiment_pipelines
+            from tirl.variants import configured_seeds
 
             self._chains = experiment_pipelines(self.stages, configured_seeds(ROOT / "conf"))
         return self._chains
@@ -282,15 +283,15 @@ def test_dvc_yaml_parses_with_every_stage(stages: dict[str, dict[str, Any]]) -> 
     assert {kind(s) for s in stages} == set(ENTRY_MODULES), sorted(stages)
 
 
-def test_variants_are_tirl_experiments_variants(dvc_yaml: dict[str, Any]) -> None:
-    from tirl.experiments import VARIANTS
+def test_variants_are_tirl_variants(dvc_yaml: dict[str, Any]) -> None:
+    from tirl.variants import VARIANTS
 
     declared = [v["variants"] for v in dvc_yaml["vars"] if isinstance(v, dict) and "variants" in v]
     assert declared == [list(VARIANTS)]
 
 
 def test_matrix_stages_cover_every_variant_and_seed(stages: dict[str, dict[str, Any]]) -> None:
-    from tirl.experiments import VARIANTS
+    from tirl.variants import VARIANTS
 
     # DVC reads the seeds from conf/base only (its `vars`); Kedro adds conf/local on top.
     seeds = yaml.safe_load((ROOT / "conf/base/parameters_experiments.yml").read_text())[

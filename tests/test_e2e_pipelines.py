@@ -18,7 +18,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tirl.experiments import ABLATION, SFT_ONLY, VARIANTS
+from tirl.variants import ABLATION, SFT_ONLY, VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 KEDRO = str(Path(sys.executable).with_name("kedro"))
@@ -87,8 +87,9 @@ def test_registry_lists_every_pipeline():
 def test_seed_lists_come_from_the_chosen_environment(tmp_path: Path, monkeypatch):
     """The registry reads experiments.seeds / ablation_seeds from base + $KEDRO_ENV (else
     local), e.g. the study's 3 seeds with a 1-seed ablation; the graph follows."""
-    from tirl.experiments import configured_seeds, experiment_pipelines
+    from tirl.experiments import experiment_pipelines
     from tirl.pipeline_registry import stage_pipelines
+    from tirl.variants import configured_seeds
 
     for env, text in {"base": "experiments:\n  seeds: [0]\n  ablation_seeds: null\n",
                       "local": "", "study": "experiments:\n  seeds: [0, 1, 2]\n  ablation_seeds: [5]\n"

@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 
 from kedro.pipeline import Pipeline
 
-from tirl.experiments import configured_seeds, experiment_pipelines
+from tirl.experiments import experiment_pipelines
+from tirl.pipelines import (
+    data_prep,
+    evaluation,
+    model_init,
+    pretrain,
+    prs_scoring,
+    report,
+    rollout,
+    sft,
+    vspo_update,
+)
+from tirl.variants import configured_seeds
 
 #: Stage pipelines, in the order data flows through them. Listed explicitly (not discovered):
 #: Kedro 1.7's ``find_pipelines`` only loads the pipeline named on the command line, and the
 #: experiment chains need every stage.
-STAGES = ("pretrain", "data_prep", "model_init", "sft", "rollout", "prs_scoring", "vspo_update",
-          "evaluation", "report")
+STAGE_BUILDERS: dict[str, Callable[[], Pipeline]] = {
+    "pretrain": pretrain.create_pipeline,
+    "data_prep": data_prep.create_pipeline,
+    "model_init": model_init.create_pipeline,
+    "sft": sft.create_pipeline,
+    "rollout": rollout.create_pipeline,
+    "prs_scoring": prs_scoring.create_pipeline,
+    "vspo_update": vspo_update.create_pipeline,
+    "evaluation": evaluation.create_pipeline,
+    "report": report.create_pipeline,
+}
+STAGES = tuple(STAGE_BUILDERS)
 
 
 def stage_pipelines() -> dict[str, Pipeline]:
-    return {name: importlib.import_module(f"tirl.pipelines.{name}").create_pipeline()
-            for name in STAGES}
+    return {name: build() for name, build in STAGE_BUILDERS.items()}
 
 
 def register_pipelines() -> dict[str, Pipeline]:

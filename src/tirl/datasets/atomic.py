@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,25 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yield a hidden temporary sibling of ``target`` to write; publish it over ``target``.
+
+    When the ``with`` body returns, the temporary file is flushed to disk and renamed over
+    ``target``; when it raises, the temporary file is removed and ``target`` is untouched.
+    The sibling lives in the same directory so that the rename never crosses file systems.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 class AtomicDataset(AbstractDataset[Any, Any]):
@@ -49,17 +70,10 @@ class AtomicDataset(AbstractDataset[Any, Any]):
         return self._inner.load()
 
     def save(self, data: Any) -> None:
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._filepath.with_name(f".{self._filepath.name}.tmp-{uuid.uuid4().hex[:8]}")
-        writer = AbstractDataset.from_config("tmp", {**copy.deepcopy(self._config),
-                                                     "filepath": str(tmp)})
-        try:
+        with atomic_file(self._filepath) as tmp:
+            writer = AbstractDataset.from_config("tmp", {**copy.deepcopy(self._config),
+                                                         "filepath": str(tmp)})
             writer.save(data)
-            _fsync(tmp)
-            os.replace(tmp, self._filepath)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
     def _exists(self) -> bool:
         return self._filepath.exists()

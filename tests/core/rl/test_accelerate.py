@@ -12,7 +12,6 @@ processes really ran.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
+from toy_rl import subprocess_env
 
 SCRIPT = textwrap.dedent("""
     import json, sys, torch
-    sys.path.insert(0, {here!r})
     torch.set_num_threads(1)
     from accelerate import Accelerator
     from toy_rl import ToyRollout, ToyTokenizer, make_policy, make_questions, toy_reward
@@ -49,15 +47,14 @@ KEYS = ("reward/mean", "loss/policy", "actor/kl", "actor/entropy", "vspo/zero_ad
 
 
 def _env():
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-            "ACCELERATE_USE_CPU": "true"}
+    return subprocess_env(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("micro", [None, 8])  # 8: one-row micro-batches (toy rows: 8 tokens)
 def test_two_processes_match_one(tmp_path, micro):
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(here=str(HERE), micro=micro))
+    script.write_text(SCRIPT.format(micro=micro))
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     subprocess.run([sys.executable, str(script), str(one)], env=_env(), check=True,
                    capture_output=True, timeout=300)

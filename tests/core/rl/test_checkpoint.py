@@ -9,18 +9,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-from toy_rl import ToyRollout, ToyTokenizer, make_policy, make_questions, toy_reward  # noqa: E402
+from toy_rl import (ToyRollout, ToyTokenizer, make_policy, make_questions, subprocess_env,
+                    toy_reward)
 
-from tirl.core.config import build_config  # noqa: E402
-from tirl.core.rl import checkpoint as ckpt  # noqa: E402
-from tirl.core.rl.trainer import TrainConfig, train  # noqa: E402
+from tirl.core.config import build_config
+from tirl.core.rl import checkpoint as ckpt
+from tirl.core.rl.trainer import TrainConfig, train
 
 CFG = {"algorithm": "vspo", "lr": 3e-3, "steps": 6, "batch_prompts": 4, "group_size": 4,
        "minibatch_size": 8, "ppo_epochs": 2, "seed": 3, "checkpoint_every": 2}
@@ -28,8 +26,7 @@ CFG = {"algorithm": "vspo", "lr": 3e-3, "steps": 6, "batch_prompts": 4, "group_s
 # The script the killed run executes: the same toy training, slowed after each step so
 # the parent can kill it between checkpoints.
 SCRIPT = textwrap.dedent("""
-    import sys, time, torch
-    sys.path.insert(0, {here!r})
+    import time, torch
     torch.set_num_threads(1)
     from toy_rl import ToyRollout, ToyTokenizer, make_policy, make_questions, toy_reward
     from tirl.core.config import build_config
@@ -141,8 +138,8 @@ def test_checkpoint_of_another_run_is_set_aside_not_resumed(tmp_path):
 def test_sigkill_then_resume_ends_with_the_same_metrics(tmp_path):
     ckdir = tmp_path / "ck"
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(here=str(HERE), cfg=CFG, ckdir=str(ckdir)))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    script.write_text(SCRIPT.format(cfg=CFG, ckdir=str(ckdir)))
+    env = subprocess_env(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, str(script)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-from toy_rl import make_policy  # noqa: E402
+from toy_rl import make_policy
 
-from tirl.core.rl.critic import make_critic  # noqa: E402
+from tirl.core.rl.critic import make_critic
 
 
 def test_values_have_one_per_token_and_start_at_zero():

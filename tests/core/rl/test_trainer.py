@@ -5,20 +5,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-from toy_rl import ToyRollout, ToyTokenizer, make_policy, make_questions, toy_reward  # noqa: E402
+from toy_rl import ToyRollout, ToyTokenizer, make_policy, make_questions, toy_reward
 
-from tirl.core.config import ConfigError, build_config  # noqa: E402
-from tirl.core.rl.trainer import (ALGORITHMS, NonFiniteError, PromptSampler,  # noqa: E402
-                                  TrainConfig, collate, group_trajectories, token_budget_split,
-                                  train)
-from tirl.core.types import RewardBreakdown  # noqa: E402
+from tirl.core.config import ConfigError, build_config
+from tirl.core.rl.trainer import (ALGORITHMS, NonFiniteError, PromptSampler, TrainConfig,
+                                  collate, group_trajectories, token_budget_split, train)
+from tirl.core.types import RewardBreakdown
 
 TOY = {"lr": 3e-3, "steps": 10, "batch_prompts": 4, "group_size": 4, "minibatch_size": 8,
        "grad_accum": 2, "ppo_epochs": 2, "seed": 0}

@@ -1,4 +1,5 @@
-"""The prs_scoring stage on an in-memory catalog, with trajectories built here."""
+"""The prs_scoring stage on an in-memory catalog and on the catalog's trajectory files, with
+trajectories built here."""
 
 from __future__ import annotations
 
@@ -13,13 +14,9 @@ from kedro.runner import SequentialRunner
 
 from tirl.core.config import ConfigError, build_config
 from tirl.core.types import Trajectory
+from tirl.datasets.trajectories import TrajectoryDataset
 from tirl.pipelines.prs_scoring import create_pipeline
-from tirl.pipelines.prs_scoring.nodes import (
-    SCORE_COLUMNS,
-    ScoringConfig,
-    score_trajectories,
-    trajectory_from_row,
-)
+from tirl.pipelines.prs_scoring.nodes import ScoringConfig, score_trajectories
 
 ROOT = Path(__file__).resolve().parents[3]
 REF = "Alvar Quen was born in Mirebrook and works as a blacksmith."
@@ -56,56 +53,31 @@ PARAMS = {"reward": "prs", "step": 0, "prs": {"schedule": False},
           "judge": {"name": "rubric", "options": {}}, "histogram_bins": 5}
 
 
-def rollout_frame(tmp_path: Path, mode: str = "items") -> pd.DataFrame:
-    """Write and read back parquet, so nested columns come back as numpy arrays.
-
-    ``items``: the rollout stage's layout (each dict of messages/turns/tool_calls a JSON
-    string); ``column``: each of those whole columns one JSON string; ``native``: messages and
-    turns as pyarrow structs (tool_calls items still JSON: their argument dicts vary).
-    """
-    records = [t.to_record() for t in TRAJECTORIES]
-    for r in records:
-        for key in ("messages", "turns", "tool_calls"):
-            if mode == "column":
-                r[key] = json.dumps(r[key])
-            elif mode == "items" or key == "tool_calls":
-                r[key] = [json.dumps(item, sort_keys=True) for item in r[key]]
-    path = tmp_path / "rollouts.parquet"
-    pd.DataFrame(records).to_parquet(path)
-    return pd.read_parquet(path)
-
-
-MODES = ["items", "column", "native"]
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_rows_round_trip_to_trajectories(tmp_path: Path, mode: str) -> None:
-    frame = rollout_frame(tmp_path, mode)
-    back = [trajectory_from_row(r, i) for i, r in enumerate(frame.to_dict("records"))]
-    assert [b.to_record() for b in back] == [t.to_record() for t in TRAJECTORIES]
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_pipeline_scores_and_summarises(tmp_path: Path, mode: str) -> None:
+def _run(catalog_entries: dict) -> DataCatalog:
     catalog = DataCatalog({
-        "rollout_trajectories": MemoryDataset(rollout_frame(tmp_path, mode)),
         "questions": MemoryDataset(QUESTIONS),
         "params:prs_scoring": MemoryDataset(PARAMS),
-        "scored_trajectories": MemoryDataset(),
         "reward_stats": MemoryDataset(),
         "prs_scoring_metrics": MemoryDataset(),
+        **catalog_entries,
     })
     SequentialRunner().run(create_pipeline(), catalog)
+    return catalog
+
+
+def test_pipeline_scores_and_summarises() -> None:
+    catalog = _run({"rollout_trajectories": MemoryDataset(TRAJECTORIES),
+                    "scored_trajectories": MemoryDataset()})
     scored = catalog["scored_trajectories"].load()
     stats = catalog["reward_stats"].load()
     metrics = catalog["prs_scoring_metrics"].load()
 
-    assert set(SCORE_COLUMNS) <= set(scored.columns)
-    assert scored["reward"].tolist() == pytest.approx(EXPECTED_REWARD)
-    assert scored["stage"].tolist() == [2, 2, 1, 0, 2, 2]
-    assert scored["exact_match"].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    assert scored["outcome"].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    scored.to_parquet(tmp_path / "scored.parquet")  # the output stays parquet-writable
+    assert [t for t, _ in scored] == TRAJECTORIES
+    rewards = [r for _, r in scored]
+    assert [r.reward for r in rewards] == pytest.approx(EXPECTED_REWARD)
+    assert [r.stage for r in rewards] == [2, 2, 1, 0, 2, 2]
+    assert [r.exact_match for r in rewards] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert [r.outcome for r in rewards] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
     assert stats["count"] == 6
     assert {s: stats["by_stage"][s]["count"] for s in "012"} == {"0": 1, "1": 1, "2": 4}
@@ -120,25 +92,37 @@ def test_pipeline_scores_and_summarises(tmp_path: Path, mode: str) -> None:
     assert metrics["prs_scoring/stage_0_fraction"]["value"] == pytest.approx(1 / 6)
 
 
-def test_binary_reward_and_schedule_step(tmp_path: Path) -> None:
-    frame = rollout_frame(tmp_path)
-    scored, _, _ = score_trajectories(frame, QUESTIONS, {**PARAMS, "reward": "binary"})
-    assert scored["reward"].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+def test_pipeline_reads_and_writes_the_catalog_files(tmp_path: Path) -> None:
+    rollouts = tmp_path / "rollouts.parquet"
+    TrajectoryDataset(filepath=str(rollouts)).save(TRAJECTORIES)
+    scored_path = tmp_path / "scored_trajectories.parquet"
+    _run({"rollout_trajectories": TrajectoryDataset(filepath=str(rollouts)),
+          "scored_trajectories": TrajectoryDataset(filepath=str(scored_path), scored=True)})
+    scored = TrajectoryDataset(filepath=str(scored_path), scored=True).load()
+    assert [t for t, _ in scored] == TRAJECTORIES
+    assert [r.reward for _, r in scored] == pytest.approx(EXPECTED_REWARD)
+    table = pd.read_parquet(scored_path)  # a plain table for notebooks: trajectories + scores
+    assert table["reward"].tolist() == pytest.approx(EXPECTED_REWARD)
+    assert table["stage"].tolist() == [2, 2, 1, 0, 2, 2]
+
+
+def test_binary_reward_and_schedule_step() -> None:
+    scored, _, _ = score_trajectories(TRAJECTORIES, QUESTIONS, {**PARAMS, "reward": "binary"})
+    assert [r.reward for _, r in scored] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     ramp = {**PARAMS, "prs": {"ramp_steps": 100}, "step": 50}
-    scored, stats, _ = score_trajectories(frame, QUESTIONS, ramp)
+    scored, stats, _ = score_trajectories(TRAJECTORIES, QUESTIONS, ramp)
     # step 50 of 100: r_format 0.3, r_answer 0.5 -> S = 0.5 gives 0.75
-    assert scored["reward"].tolist() == pytest.approx([1.0, 0.75, 0.3, 0.0, 1.0, 0.75])
+    assert [r.reward for _, r in scored] == pytest.approx([1.0, 0.75, 0.3, 0.0, 1.0, 0.75])
     assert stats["config"]["step"] == 50
 
 
-def test_unknown_question_and_bad_params(tmp_path: Path) -> None:
-    frame = rollout_frame(tmp_path)
+def test_unknown_question_and_bad_params() -> None:
     with pytest.raises(KeyError, match="'s1'"):
-        score_trajectories(frame, QUESTIONS[QUESTIONS["id"] == "l1"], PARAMS)
+        score_trajectories(TRAJECTORIES, QUESTIONS[QUESTIONS["id"] == "l1"], PARAMS)
     with pytest.raises(ConfigError, match="prs_scoring.reward"):
-        score_trajectories(frame, QUESTIONS, {**PARAMS, "reward": "bleu"})
+        score_trajectories(TRAJECTORIES, QUESTIONS, {**PARAMS, "reward": "bleu"})
     with pytest.raises(ConfigError, match="prs_scoring.prs.r_answer"):
-        score_trajectories(frame, QUESTIONS, {**PARAMS, "prs": {"r_answer": 2}})
+        score_trajectories(TRAJECTORIES, QUESTIONS, {**PARAMS, "prs": {"r_answer": 2}})
 
 
 @pytest.mark.parametrize("env", ["base", "test"])

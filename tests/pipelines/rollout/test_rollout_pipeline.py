@@ -1,7 +1,9 @@
-"""The rollout stage on an in-memory catalog with the tiny model; parquet round trip; GX."""
+"""The rollout stage on an in-memory catalog with the tiny model; the catalog's file round
+trip; GX."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -14,12 +16,8 @@ from kedro.runner import SequentialRunner
 from tirl.core.config import build_config
 from tirl.core.data.validation import DataValidationError
 from tirl.core.types import FINISH_REASONS
-from tirl.pipelines.rollout.nodes import (
-    RolloutStageConfig,
-    frame_to_trajectories,
-    trajectories_to_frame,
-    validate_rollouts,
-)
+from tirl.datasets.trajectories import TrajectoryDataset
+from tirl.pipelines.rollout.nodes import RolloutStageConfig, generate_rollouts, validate_rollouts
 from tirl.pipelines.rollout.pipeline import create_pipeline
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -63,30 +61,30 @@ def run(tiny_model, tiny_tokenizer):
 
 
 def test_pipeline_writes_validated_trajectories(run, tmp_path):
-    df, stats, sample = run["rollout_trajectories"], run["rollout_stats"], run["rollout_sample"]
-    assert len(df) == 2 * 2  # two train questions x group_size 2
-    assert set(df["question_id"]) == {"q0", "q1"}
+    trajectories, stats, sample = (run["rollout_trajectories"], run["rollout_stats"],
+                                   run["rollout_sample"])
+    assert len(trajectories) == 2 * 2  # two train questions x group_size 2
+    assert {t.question_id for t in trajectories} == {"q0", "q1"}
     assert stats["validation"]["success"] is True
     assert stats["rollout/trajectories"] == 4
     assert sum(stats[f"rollout/finish/{r}"] for r in FINISH_REASONS) == 4
-    assert stats["rollout/generated_tokens"] == sum(sum(m) for m in df["mask"])
+    assert stats["rollout/generated_tokens"] == sum(sum(t.mask) for t in trajectories)
     assert "rollout/generated_tokens_per_s" in stats
     assert sample.startswith("# Rollout sample") and "**assistant**" in sample
-    # parquet round trip, as the catalog writes it
-    path = tmp_path / "rollouts.parquet"
-    df.to_parquet(path)
-    back = frame_to_trajectories(pd.read_parquet(path))
-    assert [t.token_ids for t in back] == [list(v) for v in df["token_ids"]]
+    # the file round trip, as the catalog writes it
+    dataset = TrajectoryDataset(filepath=str(tmp_path / "rollouts.parquet"))
+    dataset.save(trajectories)
+    back = dataset.load()
+    assert back == trajectories
     assert back[0].messages[1]["role"] == "user" and isinstance(back[0].turns[0], dict)
-    assert trajectories_to_frame(back)["turns"].tolist() == df["turns"].tolist()
 
 
 def test_validation_names_the_broken_rows(run):
-    df = run["rollout_trajectories"].copy()
-    df.at[1, "mask"] = list(df.at[1, "mask"])[:-1]
-    df.at[2, "finish_reason"] = "timeout"
+    broken = list(run["rollout_trajectories"])
+    broken[1] = dataclasses.replace(broken[1], mask=broken[1].mask[:-1])
+    broken[2] = dataclasses.replace(broken[2], finish_reason="timeout")
     with pytest.raises(DataValidationError) as err:
-        validate_rollouts(df, {}, _params())
+        validate_rollouts(broken, {}, _params())
     msg = str(err.value)
     assert "ExpectColumnPairValuesToBeEqual failed: 1 offending rows; e.g. row 1" in msg
     assert "finish_reason" in msg and "q1#0" in msg
@@ -100,8 +98,6 @@ def test_stage_parameters_build():
 
 
 def test_unknown_split_is_a_clear_error(tiny_model, tiny_tokenizer):
-    from tirl.pipelines.rollout.nodes import generate_rollouts
-
     with pytest.raises(ValueError, match="rollout.split"):
         generate_rollouts({"model": tiny_model, "tokenizer": tiny_tokenizer}, QUESTIONS, CORPUS,
                           {**_params(), "split": "test_ood"}, _agent())

@@ -1,7 +1,8 @@
 """Nodes of the ``prs_scoring`` stage: score rollout trajectories with PRS or the binary reward.
 
-Thin adapters: parquet rows -> :class:`~tirl.core.types.Trajectory`, score with
-:mod:`tirl.core.rewards`, return the scored table, a JSON summary and MLflow metrics.
+Thin adapters: score the rollout trajectories with :mod:`tirl.core.rewards`, return each
+with its reward breakdown (a scored :class:`~tirl.datasets.trajectories.TrajectoryDataset`),
+a JSON summary and MLflow metrics.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import pandas as pd
 from tirl.core.config import build_config, field_, to_dict
 from tirl.core.rewards.prs import REWARDS, RewardConfig, build_reward_fn, score_batch
 from tirl.core.types import RewardBreakdown, Trajectory
-from tirl.core.records import plain, records
+from tirl.core.records import records
 
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("reward", "format", "quality", "exact_match", "outcome")
-SCORE_COLUMNS = ("reward", "stage", "format", "quality", "exact_match", "outcome")
+#: The columns of a reward breakdown, in order (reward, stage, format, quality, ...).
+SCORE_COLUMNS = tuple(f.name for f in fields(RewardBreakdown))
 
 
 @dataclass(frozen=True)
@@ -41,53 +43,6 @@ class ScoringConfig:
     def reward_config(self) -> RewardConfig:
         return build_config(RewardConfig, {"reward": self.reward, "prs": self.prs,
                                            "judge": self.judge}, "prs_scoring")
-
-
-_NESTED = {"token_ids", "mask", "logprobs", "messages", "turns", "tool_calls", "parse_errors"}
-
-
-def _nested(value: Any, column: str, row: int) -> list[Any]:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
-    if isinstance(value, (str, bytes)):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"rollout_trajectories row {row}, column {column!r}: not JSON "
-                             f"({exc})") from exc
-    value = plain(value)
-    if not isinstance(value, list):
-        raise ValueError(f"rollout_trajectories row {row}, column {column!r}: expected a list, "
-                         f"got {type(value).__name__}")
-    # Dict items may themselves have been stored as JSON strings.
-    return [json.loads(v) if isinstance(v, str) and v[:1] == "{" else v for v in value]
-
-
-def trajectory_from_row(record: dict[str, Any], row: int = 0) -> Trajectory:
-    """A parquet row of ``Trajectory.to_record()`` back to a Trajectory (nested columns may
-    come back as numpy arrays or JSON strings)."""
-    names = {f.name for f in fields(Trajectory)}
-    missing = {"question_id", "sample_idx"} - set(record)
-    if missing:
-        raise ValueError(f"rollout_trajectories row {row}: missing columns {sorted(missing)}")
-    out: dict[str, Any] = {}
-    for key in names & set(record):
-        value = record[key]
-        if key in _NESTED:
-            value = _nested(value, key, row)
-        else:
-            value = plain(value)
-            if isinstance(value, float) and math.isnan(value):
-                value = None
-        out[key] = value
-    for key in ("token_ids", "mask", "logprobs", "messages", "turns"):
-        out.setdefault(key, [])
-    out["question_id"] = str(out["question_id"])
-    out["prompt_len"] = int(out.get("prompt_len") or 0)
-    out["sample_idx"] = int(out["sample_idx"])
-    out["finish_reason"] = out.get("finish_reason") or "eos"
-    out["parse_errors"] = [str(e) for e in out.get("parse_errors", [])]
-    return Trajectory(**out)
 
 
 def _questions_by_id(questions: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -137,21 +92,16 @@ def reward_statistics(scores: list[RewardBreakdown], bins: int = 10) -> dict[str
             "by_stage": {str(s): summary(table[table["stage"] == s]) for s in (0, 1, 2)}}
 
 
-def score_trajectories(rollout_trajectories: pd.DataFrame, questions: pd.DataFrame,
-                       params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any],
-                                                        dict[str, Any]]:
-    """Score every rollout row; return (scored table, reward_stats, MLflow metrics)."""
+def score_trajectories(rollout_trajectories: list[Trajectory], questions: pd.DataFrame,
+                       params: dict[str, Any]
+                       ) -> tuple[list[tuple[Trajectory, RewardBreakdown]], dict[str, Any],
+                                  dict[str, Any]]:
+    """Score every rollout trajectory; return (each with its score, reward_stats, MLflow
+    metrics)."""
     config = build_config(ScoringConfig, params, "prs_scoring")
     reward_fn = build_reward_fn(config.reward_config())
     by_id = _questions_by_id(questions)
-    trajectories = [trajectory_from_row(rec, i) for i, rec in
-                    enumerate(rollout_trajectories.to_dict("records"))]
-    scores = score_batch(reward_fn, trajectories, by_id, step=config.step)
-
-    scored = rollout_trajectories.copy()
-    for col in SCORE_COLUMNS:
-        scored[col] = [getattr(s, col) for s in scores]
-    scored["stage"] = scored["stage"].astype("int64")
+    scores = score_batch(reward_fn, rollout_trajectories, by_id, step=config.step)
 
     stats = reward_statistics(scores, config.histogram_bins)
     stats["config"] = {"reward": config.reward, "step": config.step,
@@ -166,4 +116,4 @@ def score_trajectories(rollout_trajectories: pd.DataFrame, questions: pd.DataFra
     logger.info("scored %d trajectories with %s: reward mean %.4f, stages %s", len(scores),
                 config.reward, metrics["prs_scoring/reward_mean"],
                 {s: p["count"] for s, p in stats["by_stage"].items()})
-    return scored, stats, metrics_ds
+    return list(zip(rollout_trajectories, scores)), stats, metrics_ds

@@ -8,34 +8,31 @@ from typing import Any
 import pandas as pd
 
 from tirl.core.eval import report
+from tirl.variants import SFT_ONLY, RunKey
 
 
-def _stack(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate per-run frames keyed ``<variant>/seed<k>`` into one with both columns."""
-    parts = []
-    for key, frame in frames.items():
-        if frame is None or len(frame) == 0:
-            continue
-        variant, _, seed = key.partition("/seed")
-        parts.append(frame.assign(variant=variant, seed=int(seed or 0)))
+def _stack(frames: Mapping[RunKey, pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate per-run frames into one with ``variant`` and ``seed`` columns."""
+    parts = [frame.assign(variant=run.variant, seed=run.seed) for run, frame in frames.items()
+             if frame is not None and len(frame)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def build_report(keys: Sequence[str], variant_options: Mapping[str, Mapping[str, Any]],
+def build_report(runs: Sequence[RunKey], variant_options: Mapping[str, Mapping[str, Any]],
                  params: Mapping[str, Any], *frames: pd.DataFrame
                  ) -> tuple[str, pd.DataFrame, Any, Any, Any, str, pd.DataFrame]:
-    """``frames`` are the eval summaries of ``keys``, then the RL histories of the keys that
-    trained (``sft_only`` has none), then the per-question eval rows of ``keys``. Returns
+    """``frames`` are the eval summaries of ``runs``, then the RL histories of the runs that
+    trained (``sft_only`` has none), then the per-question eval rows of ``runs``. Returns
     markdown, csv, three figures, ablation markdown and the paired gains over ``sft_only``."""
-    n = len(keys)
-    trained = [k for k in keys if not k.startswith("sft_only")]
-    summaries = _stack(dict(zip(keys, frames[:n])))
+    n = len(runs)
+    trained = [r for r in runs if r.trained]
+    summaries = _stack(dict(zip(runs, frames[:n])))
     histories = _stack(dict(zip(trained, frames[n:n + len(trained)])))
-    rows = _stack(dict(zip(keys, frames[n + len(trained):])))
-    order = list(dict.fromkeys(k.partition("/seed")[0] for k in keys))
+    rows = _stack(dict(zip(runs, frames[n + len(trained):])))
+    order = list(dict.fromkeys(r.variant for r in runs))
     metrics = list(params.get("metrics", ["exact_match"]))
     tables = [report.comparison_table(summaries, m, order) for m in metrics]
-    gains = report.paired_gains(rows, metrics, baseline="sft_only",
+    gains = report.paired_gains(rows, metrics, baseline=SFT_ONLY,
                                 seed=int(params.get("bootstrap_seed", 0)), order=order)
     markdown = ("# Comparison\n\n" + "\n".join(report.to_markdown(t, m)
                                                 for t, m in zip(tables, metrics))

@@ -1,6 +1,46 @@
-from kedro.pipeline import Pipeline
+"""``report``: every run's evaluation summary, per-question rows and RL history -> the
+comparison report (tables, gains over ``sft_only``, figures)."""
 
-from tirl.experiments import VARIANTS, configured_seeds, report_pipeline
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from tirl.pipelines.report.nodes import build_report
+from tirl.variants import SFT_ONLY, VARIANTS, RunKey, configured_seeds
+
+
+def report_pipeline(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int],
+                    with_sft: bool, prefix: str) -> Pipeline:
+    """Collects every run's summary (and history) into the comparison report ``prefix``."""
+    runs = ([RunKey(SFT_ONLY, seeds[0])] if with_sft else []) + \
+        [RunKey(v, s) for v in variants for s in seeds]
+    summaries = [r.dataset("eval_summary") for r in runs]
+    histories = [r.dataset("rl_history") for r in runs if r.trained]
+    rows = [r.dataset("eval_rows") for r in runs]
+    options = {k: dict(v) for k, v in variants.items()}
+
+    def report(params: Mapping[str, Any], *frames: Any) -> Any:
+        return build_report(runs, options, params, *frames)
+
+    report.__name__ = "build_report"
+    # The node is written with plain placeholder names and mapped onto the namespaced
+    # datasets of each run, the way Kedro expects cross-namespace inputs to be wired.
+    slots = {f"summary_{i}": name for i, name in enumerate(summaries)}
+    slots.update({f"history_{i}": name for i, name in enumerate(histories)})
+    slots.update({f"rows_{i}": name for i, name in enumerate(rows)})
+    inner = Pipeline([node(report, ["params:report", *slots],
+                           ["comparison_md", "comparison_csv", "reward_curves", "zero_advantage",
+                            "eval_bars", "ablation_md", "gains_csv"], name="build_report",
+                           tags=["report"])])
+    with warnings.catch_warnings():
+        # Kedro warns whenever a node reads a dataset of another namespace; a report that
+        # reads every variant's results must, so that one warning is expected here.
+        warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+        return pipeline(inner, namespace=prefix, inputs=slots, parameters={"params:report"})
 
 
 def create_pipeline(**kwargs) -> Pipeline:

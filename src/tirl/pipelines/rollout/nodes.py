@@ -1,14 +1,13 @@
 """Nodes of the ``rollout`` stage: a model + a question split -> validated trajectories.
 
 Thin adapters: pick questions, build the search tool and the backend, call
-:func:`tirl.core.agent.rollout.run_rollouts`, turn the trajectories into a table (one row per
-``Trajectory.to_record()``; nested lists stored natively, dicts as JSON strings), validate it
-with Great Expectations and summarise it (stats JSON + a Markdown sample for MLflow).
+:func:`tirl.core.agent.rollout.run_rollouts`, validate the trajectories with Great Expectations
+and summarise them (stats JSON + a Markdown sample for MLflow). The catalog's
+:class:`~tirl.datasets.trajectories.TrajectoryDataset` writes them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -24,13 +23,10 @@ from tirl.core.agent.rollout import rollout_stats, run_rollouts
 from tirl.core.config import build_config, field_, to_dict
 from tirl.core.data.validation import raise_if_failed, validate
 from tirl.core.eval.sample import trajectories_markdown
-from tirl.core.records import plain, split_records
+from tirl.core.records import split_records
 from tirl.core.types import FINISH_REASONS, Trajectory
 
 logger = logging.getLogger(__name__)
-
-#: Trajectory fields whose items are dicts: stored as lists of JSON strings.
-JSON_ITEM_COLUMNS = ("messages", "turns", "tool_calls")
 
 
 @dataclass(frozen=True)
@@ -53,31 +49,6 @@ class RolloutStageConfig:
                                               doc="GX suite over the derived columns")
 
 
-# --- table <-> trajectories ---------------------------------------------------------------
-
-
-def trajectories_to_frame(trajectories: list[Trajectory]) -> pd.DataFrame:
-    """One row per trajectory; dict items of ``messages``/``turns``/``tool_calls`` as JSON."""
-    rows = []
-    for t in trajectories:
-        rec = t.to_record()
-        for col in JSON_ITEM_COLUMNS:
-            rec[col] = [json.dumps(item, ensure_ascii=False, sort_keys=True) for item in rec[col]]
-        rows.append(rec)
-    return pd.DataFrame(rows, columns=list(Trajectory.__dataclass_fields__))
-
-
-def frame_to_trajectories(df: pd.DataFrame) -> list[Trajectory]:
-    """Inverse of :func:`trajectories_to_frame` (accepts numpy arrays from parquet)."""
-    out = []
-    for rec in df.to_dict("records"):
-        rec = {k: plain(v) for k, v in rec.items()}
-        for col in JSON_ITEM_COLUMNS:
-            rec[col] = [json.loads(v) if isinstance(v, str) else v for v in (rec.get(col) or [])]
-        out.append(Trajectory.from_record(rec))
-    return out
-
-
 # --- nodes ---------------------------------------------------------------------------------
 
 
@@ -97,10 +68,11 @@ def _policy(model: dict[str, Any], config: RolloutStageConfig) -> tuple[Any, Any
 
 
 def generate_rollouts(model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFrame,
-                      params: dict[str, Any], agent: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], str]:
+                      params: dict[str, Any], agent: dict[str, Any]
+                      ) -> tuple[list[Trajectory], dict[str, Any], str]:
     """Roll out ``group_size`` episodes per selected question.
 
-    Returns the trajectory table (not yet validated), the rollout stats and a Markdown sample.
+    Returns the trajectories (not yet validated), the rollout stats and a Markdown sample.
     """
     config = build_config(RolloutStageConfig, params, "rollout")
     env = build_config(AgentConfig, agent, "agent")
@@ -127,7 +99,7 @@ def generate_rollouts(model: dict[str, Any], questions: pd.DataFrame, corpus: pd
     tracking.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))})
     sample = trajectories_markdown(_spread_sample(trajectories, config.sample_size),
                                    title=f"Rollout sample ({config.split}, G={config.group_size})")
-    return trajectories_to_frame(trajectories), stats, sample
+    return trajectories, stats, sample
 
 
 def _spread_sample(trajectories: list[Trajectory], k: int) -> list[Trajectory]:
@@ -145,25 +117,27 @@ def _spread_sample(trajectories: list[Trajectory], k: int) -> list[Trajectory]:
     return picked
 
 
-def derive_trajectory_columns(df: pd.DataFrame) -> pd.DataFrame:
+def derive_trajectory_columns(trajectories: list[Trajectory]) -> pd.DataFrame:
     """Helper columns GX can check: lengths, mask binary, spans inside the sequence."""
+    t = trajectories
     out = pd.DataFrame({
-        "id": [f"{q}#{s}" for q, s in zip(df["question_id"], df["sample_idx"])],
-        "question_id": df["question_id"],
-        "finish_reason": df["finish_reason"],
+        "id": [f"{x.question_id}#{x.sample_idx}" for x in t],
+        "question_id": [x.question_id for x in t],
+        "finish_reason": [x.finish_reason for x in t],
     })
-    lens = [len(v) for v in df["token_ids"]]
+    lens = [len(x.token_ids) for x in t]
     out["n_tokens"] = lens
-    out["n_mask"] = [len(v) for v in df["mask"]]
-    out["n_logprobs"] = [len(v) for v in df["logprobs"]]
-    out["mask_binary"] = [bool(np.isin(np.asarray(v), [0, 1]).all()) for v in df["mask"]]
-    out["prompt_untrained"] = [not any(np.asarray(m)[:p]) for m, p in zip(df["mask"], df["prompt_len"])]
+    out["n_mask"] = [len(x.mask) for x in t]
+    out["n_logprobs"] = [len(x.logprobs) for x in t]
+    out["mask_binary"] = [bool(np.isin(np.asarray(x.mask), [0, 1]).all()) for x in t]
+    out["prompt_untrained"] = [not any(np.asarray(x.mask)[:x.prompt_len]) for x in t]
     # Rows whose lengths disagree fail here too (and, by name, in the length expectations).
-    out["logprobs_zero_off_mask"] = [len(lp) == len(m) and bool(np.all(np.asarray(lp)[np.asarray(m) == 0] == 0.0))
-                                     for lp, m in zip(df["logprobs"], df["mask"])]
-    out["logprobs_finite_nonpositive"] = [bool(np.all(np.isfinite(lp)) and np.all(np.asarray(lp) <= 1e-6))
-                                          for lp in df["logprobs"]]
-    out["prompt_len_ok"] = [0 < p < n for p, n in zip(df["prompt_len"], lens)]
+    out["logprobs_zero_off_mask"] = [
+        len(x.logprobs) == len(x.mask)
+        and bool(np.all(np.asarray(x.logprobs)[np.asarray(x.mask) == 0] == 0.0)) for x in t]
+    out["logprobs_finite_nonpositive"] = [
+        bool(np.all(np.isfinite(x.logprobs)) and np.all(np.asarray(x.logprobs) <= 1e-6)) for x in t]
+    out["prompt_len_ok"] = [0 < x.prompt_len < n for x, n in zip(t, lens)]
     return out
 
 
@@ -187,11 +161,12 @@ DEFAULT_SUITE: list[dict[str, Any]] = [
 ]
 
 
-def validate_rollouts(trajectories: pd.DataFrame, stats: dict[str, Any],
-                      params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """GX-validate the trajectory table; a failure stops the run naming the offending rows.
+def validate_rollouts(trajectories: list[Trajectory], stats: dict[str, Any],
+                      params: dict[str, Any]) -> tuple[list[Trajectory], dict[str, Any]]:
+    """GX-validate the trajectories; a failure stops the run naming the offending rows.
 
-    Returns the table unchanged (now safe to write) and the stats with the validation report.
+    Returns the trajectories unchanged (now safe to write) and the stats with the validation
+    report.
     """
     config = build_config(RolloutStageConfig, params, "rollout")
     suite = config.validation or DEFAULT_SUITE

@@ -6,11 +6,14 @@ init gives ~1/16, so improvement is unmistakable and needs only a few steps.
 
 Sampling is seeded per (step seed, question, sample) with its own generator, so the same
 trajectories come out whichever process rolls a question out (DDP tests) and whenever
-(resume tests). Imported by test files and by the subprocess scripts they launch.
+(resume tests). Imported by test files (``tests/helpers`` is on pytest's ``pythonpath``) and by
+the subprocess scripts they launch (with :func:`subprocess_env`).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,7 @@ import torch
 
 from tirl.core.types import RewardBreakdown, Trajectory
 
+HELPERS = Path(__file__).resolve().parent
 VOCAB = 16
 TARGET = 3
 GEN_LEN = 6
@@ -92,3 +96,10 @@ def toy_reward(trajectory: Trajectory, question: dict[str, Any], *, step: int = 
     r = sum(t == TARGET for t in gen) / max(len(gen), 1)
     return RewardBreakdown(reward=r, stage=2, format=0.0, quality=r,
                            exact_match=float(r == 1.0), outcome=r)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python that imports this module: pytest's ``pythonpath``
+    setting reaches this process's ``sys.path`` only, so the child gets it on PYTHONPATH."""
+    path = [str(HELPERS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), **extra}
