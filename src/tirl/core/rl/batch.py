@@ -130,18 +130,23 @@ def token_budget_split(lengths: torch.Tensor, rows: torch.Tensor,
 
 
 def token_logprobs(model: torch.nn.Module, *, input_ids: torch.Tensor,
-                   attention_mask: torch.Tensor, with_entropy: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probabilities of the next tokens under ``model``.
+                   attention_mask: torch.Tensor, with_entropy: bool = False,
+                   entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probabilities of the next tokens under ``model``, from one forward pass.
 
-    Args: input_ids, attention_mask: [N, T].
-    Returns: logprobs [N, T-1] float32 (``[:, t] = log p(input_ids[:, t+1] | prefix)``) and,
-    if asked, the entropy of the next-token distribution [N, T-1] (no gradient).
+    Args: input_ids, attention_mask: [N, T]. ``with_entropy``: also the entropy of the
+    next-token distribution, from the same logits. ``entropy_grad``: the entropy keeps its
+    graph (an entropy bonus in the loss); without it the entropy is a metric, computed
+    without gradient so that no [N, T-1, V] tensor is kept for a backward that never runs.
+    Returns: logprobs [N, T-1] float32 (``[:, t] = log p(input_ids[:, t+1] | prefix)``) and
+    the entropy [N, T-1] float32, or None.
     """
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
     logprobs = losses.token_logprobs(logits=logits, token_ids=input_ids[:, 1:])
     entropy = None
-    if with_entropy:
+    if with_entropy and entropy_grad:
+        entropy = losses.token_entropy(logits=logits)
+    elif with_entropy:
         with torch.no_grad():
             entropy = losses.token_entropy(logits=logits.detach())
     return logprobs, entropy

@@ -16,6 +16,8 @@ Choices where the paper is silent:
 * Loss aggregation is the token mean over the trainable tokens of the whole minibatch,
   also across gradient-accumulation micro-batches and DDP processes (token counts are
   all-reduced), so one process and N processes compute the same gradient.
+* The entropy (a metric, and with ``entropy_coef > 0`` a bonus in the loss) comes from the
+  logits of the log-prob forward: one policy forward per micro-batch either way.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from tirl.core.rl.batch import Batch, collate, token_budget_split, token_logprob
 from tirl.core.rl.config import TrainConfig
 from tirl.core.rl.dist import global_max, global_sum, no_sync
 from tirl.core.rl.kl import get_kl_estimator
-from tirl.core.rl.losses import get_policy_loss, get_value_loss, token_entropy
+from tirl.core.rl.losses import get_policy_loss, get_value_loss
 from tirl.core.rl.vspo import GroupResult, VSPOStepResult, compute_advantages
 
 #: Sums weighted by trainable tokens (reported per token), then loss sums (reported per
@@ -204,7 +206,8 @@ def _micro_loss(config: TrainConfig, device: torch.device, modules: Modules, sub
     trainable tokens."""
     with _autocast(config, device):
         lp, ent = token_logprobs(modules.policy, input_ids=sub.input_ids,
-                                 attention_mask=sub.attention_mask, with_entropy=True)
+                                 attention_mask=sub.attention_mask, with_entropy=True,
+                                 entropy_grad=config.entropy_coef > 0)
         mask, tokens = sub.loss_mask, float(sub.loss_mask.sum())
         old_lp = sub.old_logprobs
         if old_lp is None:  # one pass over one minibatch: see _no_grad_passes
@@ -222,10 +225,7 @@ def _micro_loss(config: TrainConfig, device: torch.device, modules: Modules, sub
             sums["loss/kl"] = float(config.kl_beta * kl_loss.detach())
             sums["actor/kl"] = float(kl_tok.detach().sum())
         if config.entropy_coef > 0:
-            logits = modules.policy(input_ids=sub.input_ids,
-                                    attention_mask=sub.attention_mask).logits[:, :-1]
-            ent_g = (token_entropy(logits=logits) * mask).sum() / denom
-            loss = loss - config.entropy_coef * ent_g
+            loss = loss - config.entropy_coef * ((ent * mask).sum() / denom)
         if modules.critic is not None:
             v = modules.critic(input_ids=sub.input_ids, attention_mask=sub.attention_mask)[:, :-1]
             vl, vst = _value_loss(config, values=v, old_values=sub.old_values,
