@@ -436,7 +436,8 @@ def _median(history: list[dict[str, Any]], key: str) -> float | None:
 
 def section_sft(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     from tirl.core.agent.protocol import default_tools
-    from tirl.core.rl.sft import SFTConfig, train_sft
+    from tirl.core.sft.config import SFTConfig
+    from tirl.core.sft.loop import train_sft
 
     args, device = ctx["args"], ctx["device"]
     model, tokenizer = need(ctx, "model", "world"), ctx["tokenizer"]
