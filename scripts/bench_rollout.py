@@ -73,7 +73,8 @@ def load_or_build_model(model_dir: str | None, corpus, questions, device: str):
 def warmup_sft(model, tok, questions, corpus, plans, tool, steps: int) -> None:
     from tirl.core.config import build_config
     from tirl.core.data.gold import build_gold_trajectories
-    from tirl.core.rl.sft import SFTConfig, train_sft
+    from tirl.core.sft.config import SFTConfig
+    from tirl.core.sft.loop import train_sft
 
     gold_path = ROOT / "data/03_primary/gold_trajectories.parquet"
     if plans is None and gold_path.exists():

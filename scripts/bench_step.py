@@ -30,7 +30,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_trl import matmul_peak  # noqa: E402
 
-from tirl.core.rl.trainer import token_logprobs  # noqa: E402
+from tirl.core.rl.batch import token_logprobs  # noqa: E402
 from tirl.datasets.hf_model import HFModelDataset  # noqa: E402
 
 

@@ -74,7 +74,8 @@ def matmul_peak(dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:
 def run_ours(model, tok, ids, prompts, args) -> dict:
     from tirl.core.agent.backends import make_backend
     from tirl.core.config import build_config
-    from tirl.core.rl.trainer import TrainConfig, train
+    from tirl.core.rl.config import TrainConfig
+    from tirl.core.rl.loop import train
     from tirl.core.types import RewardBreakdown, Trajectory
 
     backend = make_backend("hf", model, tok)

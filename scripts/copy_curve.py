@@ -2,7 +2,7 @@
 
 The agent needs in-context copying twice per hop: the question's entity into the search
 query, then the answer from the passages. This script runs the SFT stage's own LM phase
-(``tirl.core.rl.sft.train_sft``: packed corpus passages + rendered train gold chats, loss on
+(``tirl.core.sft.loop.train_sft``: packed corpus passages + rendered train gold chats, loss on
 every token, the settings of ``conf/base/parameters_sft.yml`` with ``pretrain_steps =
 --steps``; then the one SFT step that ``train_sft`` always runs) on the base model and, every
 ``--every`` LM steps, measures on the validation gold chats, teacher-forced:
@@ -40,7 +40,8 @@ import yaml  # noqa: E402
 
 from tirl.core.agent.protocol import ANSWER_OPEN, default_tools, render_text  # noqa: E402
 from tirl.core.config import build_config  # noqa: E402
-from tirl.core.rl.sft import SFTConfig, train_sft  # noqa: E402
+from tirl.core.sft.config import SFTConfig  # noqa: E402
+from tirl.core.sft.loop import train_sft  # noqa: E402
 from tirl.datasets.hf_model import HFModelDataset  # noqa: E402
 from tirl.pipelines.sft.nodes import chats_by_split, passage_texts  # noqa: E402
 

@@ -17,7 +17,7 @@ Sections, in order (cheapest and most informative first):
   models_found pretrained causal LMs available offline (HF caches, /models, /data)
   world        built-in world, gold chats, BPE tokenizer, from-scratch Llama model
   sft          SFT warm start (LM phase + assistant-only SFT) in bf16
-  rl           a few VSPO + PRS steps (tirl.core.rl.trainer.train) in bf16
+  rl           a few VSPO + PRS steps (tirl.core.rl.loop.train) in bf16
   throughput   rollout engine at B x G prompts vs a plain model.generate of as many tokens
   pretrained   multi-turn tool-calling rollouts of a real pretrained LM (if one was found)
 """
@@ -436,7 +436,8 @@ def _median(history: list[dict[str, Any]], key: str) -> float | None:
 
 def section_sft(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     from tirl.core.agent.protocol import default_tools
-    from tirl.core.rl.sft import SFTConfig, train_sft
+    from tirl.core.sft.config import SFTConfig
+    from tirl.core.sft.loop import train_sft
 
     args, device = ctx["args"], ctx["device"]
     model, tokenizer = need(ctx, "model", "world"), ctx["tokenizer"]
@@ -520,7 +521,8 @@ def _rollout_config(args: argparse.Namespace, **over: Any) -> Any:
 
 
 def section_rl(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
-    from tirl.core.rl.trainer import TrainConfig, make_reward, train
+    from tirl.core.rl.config import TrainConfig, make_reward
+    from tirl.core.rl.loop import train
 
     args, device = ctx["args"], ctx["device"]
     model, tokenizer = need(ctx, "model", "world"), ctx["tokenizer"]

@@ -19,7 +19,7 @@ from kedro.config import OmegaConfigLoader
 logger = logging.getLogger(__name__)
 
 #: The method and the baselines of METHOD.md section 5 (GRPO = VSPO with selection none).
-#: Each maps to :class:`tirl.core.rl.trainer.TrainConfig` options (``vspo_update.train``).
+#: Each maps to :class:`tirl.core.rl.config.TrainConfig` options (``vspo_update.train``).
 VARIANTS: dict[str, dict[str, Any]] = {
     "vspo_prs": {"algorithm": "vspo", "reward": "prs"},
     "vspo_binary": {"algorithm": "vspo", "reward": "binary"},

@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from tirl.core.config import build_config
+from tirl.core.rl.config import TrainConfig
+from tirl.core.rl.loop import train
 from tirl.core.types import RewardBreakdown, Trajectory
 
 HELPERS = Path(__file__).resolve().parent
@@ -26,6 +29,10 @@ VOCAB = 16
 TARGET = 3
 GEN_LEN = 6
 BOS = 1
+#: The toy run's settings: 4 prompts x 4 rollouts per step, 2 minibatches of 2 micro-batches,
+#: 2 epochs.
+TOY = {"lr": 3e-3, "steps": 10, "batch_prompts": 4, "group_size": 4, "minibatch_size": 8,
+       "grad_accum": 2, "ppo_epochs": 2, "seed": 0}
 
 
 def make_policy(seed: int = 0) -> torch.nn.Module:
@@ -103,3 +110,15 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     setting reaches this process's ``sys.path`` only, so the child gets it on PYTHONPATH."""
     path = [str(HELPERS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path), **extra}
+
+
+def toy_config(**over: Any) -> TrainConfig:
+    return build_config(TrainConfig, {**TOY, **over})
+
+
+def run_toy(cfg: TrainConfig, n_questions: int = 12, reward_fn: Any = toy_reward, **kw: Any
+            ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """:func:`train` on the toy task from a fresh policy; returns (policy, history)."""
+    policy = make_policy()
+    return train(policy=policy, tokenizer=ToyTokenizer(), questions=make_questions(n_questions),
+                 tools=[], config=cfg, reward_fn=reward_fn, rollout_fn=ToyRollout(policy), **kw)

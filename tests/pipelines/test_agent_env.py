@@ -33,8 +33,8 @@ def _spy(monkeypatch, module, seen: dict):
 def test_one_agent_key_changes_gold_chats_rl_rollouts_and_evaluation(
         top_k, max_turns, monkeypatch, tiny_tables, tiny_model, tiny_tokenizer, agent_params,
         conf_params):
-    import tirl.core.agent.rollout as rollout_module
     import tirl.core.eval.run as eval_module
+    import tirl.core.rl.sampling as rl_sampling_module
 
     agent = {**agent_params, "search": {"kind": "bm25", "top_k": top_k}, "max_turns": max_turns}
     _, questions, _ = tiny_tables
@@ -54,7 +54,7 @@ def test_one_agent_key_changes_gold_chats_rl_rollouts_and_evaluation(
 
     model = {"model": tiny_model, "tokenizer": tiny_tokenizer}
     rl, ev = {}, {}
-    _spy(monkeypatch, rollout_module, rl)
+    _spy(monkeypatch, rl_sampling_module, rl)
     with pytest.raises(_Seen):
         run_vspo_update(model, questions, corpus, {"train": {"steps": 1, "val_every": 0,
                                                              "batch_prompts": 2, "group_size": 2}},

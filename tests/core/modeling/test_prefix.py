@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tirl.core.modeling import prefix as P
-from tirl.core.rl.sft import IGNORE_INDEX, build_sft_examples, collate, masked_lm_loss
+from tirl.core.sft.examples import IGNORE_INDEX, build_sft_examples, collate
 
 
 def _batch(vocab: int, p: int, rows: int = 3, width: int = 40, seed: int = 0):
@@ -55,7 +55,10 @@ def test_lm_loss_is_the_sft_masked_loss_on_gold_chats(tiny_model, tiny_tokenizer
                     tiny_tokenizer.pad_token_id)
     assert P.common_prefix_len(batch["input_ids"], batch["attention_mask"]) >= P.MIN_SHARED_PREFIX
     logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    expected = masked_lm_loss(logits=logits, labels=batch["labels"])
+    # The plain masked loss: cross-entropy of every next token whose label is not ignored.
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX)
     got = P.lm_loss(tiny_model, batch["input_ids"], batch["attention_mask"],
                     (batch["labels"] != IGNORE_INDEX).float())
     assert torch.allclose(expected, got, atol=1e-5)

@@ -7,7 +7,7 @@ import torch
 
 from tirl.core.modeling.factory import train_tokenizer
 from tirl.core.pretrain import stream as S
-from tirl.core.rl.sft import assistant_spans
+from tirl.core.sft.examples import assistant_spans
 
 SMALL = {"n_persons": 30, "n_companies": 10, "n_universities": 4, "n_cities": 8, "n_countries": 3}
 QUESTIONS = {"single_hop": 6, "bridge": 4, "comparison": 3, "description": 1, "multi_question": 1}

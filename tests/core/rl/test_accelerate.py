@@ -28,7 +28,8 @@ SCRIPT = textwrap.dedent("""
     from accelerate import Accelerator
     from toy_rl import ToyRollout, ToyTokenizer, make_policy, make_questions, toy_reward
     from tirl.core.config import build_config
-    from tirl.core.rl.trainer import TrainConfig, train
+    from tirl.core.rl.config import TrainConfig
+    from tirl.core.rl.loop import train
     acc = Accelerator(cpu=True)
     policy = make_policy()
     cfg = build_config(TrainConfig, {{"algorithm": "vspo", "lr": 3e-3, "steps": 4,

@@ -1,4 +1,4 @@
-"""Atomic checkpoints and exact resume after SIGKILL (tirl.core.rl.checkpoint + trainer)."""
+"""Atomic checkpoints and exact resume after SIGKILL (tirl.core.rl.checkpoint, .resume, .loop)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from toy_rl import (ToyRollout, ToyTokenizer, make_policy, make_questions, subpr
 
 from tirl.core.config import build_config
 from tirl.core.rl import checkpoint as ckpt
-from tirl.core.rl.trainer import TrainConfig, train
+from tirl.core.rl.config import TrainConfig
+from tirl.core.rl.loop import train
 
 CFG = {"algorithm": "vspo", "lr": 3e-3, "steps": 6, "batch_prompts": 4, "group_size": 4,
        "minibatch_size": 8, "ppo_epochs": 2, "seed": 3, "checkpoint_every": 2}
@@ -30,7 +31,8 @@ SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     from toy_rl import ToyRollout, ToyTokenizer, make_policy, make_questions, toy_reward
     from tirl.core.config import build_config
-    from tirl.core.rl.trainer import TrainConfig, train
+    from tirl.core.rl.config import TrainConfig
+    from tirl.core.rl.loop import train
     policy = make_policy()
     train(policy=policy, tokenizer=ToyTokenizer(), questions=make_questions(12), tools=[],
           config=build_config(TrainConfig, {cfg!r}), reward_fn=toy_reward,

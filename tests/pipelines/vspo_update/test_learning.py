@@ -31,7 +31,8 @@ def _params(stage: str, env: str = "test") -> dict:
 
 def test_rl_raises_the_builtin_models_reward_above_its_sft_level():
     from tirl.core.config import build_config
-    from tirl.core.rl.trainer import TrainConfig, make_reward, train
+    from tirl.core.rl.config import TrainConfig, make_reward
+    from tirl.core.rl.loop import train
     from tirl.core.tools.search import build_search_tool
     from tirl.pipelines.data_prep import nodes as dp
     from tirl.pipelines.model_init.nodes import init_model

@@ -26,7 +26,7 @@ from tirl.core.pretrain.stream import (
     world_config, world_texts,
 )
 from tirl.core.rl import checkpoint as ckpt
-from tirl.core.rl.sft import lr_at
+from tirl.core.sft.loop import lr_at
 
 log = logging.getLogger(__name__)
 MetricsCallback = Callable[[Mapping[str, float], int], None]

@@ -20,7 +20,7 @@ import torch
 
 from tirl.core.agent.protocol import GENERATION_PROMPT, IM_END, default_tools, render_text, with_system
 from tirl.core.data.gold import searched_gold_trajectories
-from tirl.core.rl.sft import length_grouped_batches
+from tirl.core.sft.examples import length_grouped_batches
 from tirl.core.tools.search import build_search_tool
 from tirl.core.world.generator import WorldConfig, generate_world
 
@@ -77,7 +77,7 @@ def chatml_assistant_spans(ids: Sequence[int], header: Sequence[int], im_end: in
     """``[start, end)`` of every assistant turn in ChatML token ids: after the
     ``<|im_start|>assistant\\n`` header, up to and including its ``<|im_end|>``.
 
-    The same spans as :func:`tirl.core.rl.sft.assistant_spans` (a test checks it) in one pass
+    The same spans as :func:`tirl.core.sft.examples.assistant_spans` (a test checks it) in one pass
     over the ids instead of two template renders per turn, which would cost more than the
     training step on this stream.
     """
@@ -148,7 +148,7 @@ def collate_weighted(examples: Sequence[WeightedExample], pad_id: int,
 
 def block_batches(examples: Sequence[WeightedExample], batch_size: int, seed: int) -> list[list[int]]:
     """Batches (index lists) over one block, grouped by length as SFT groups them
-    (:func:`tirl.core.rl.sft.length_grouped_batches`)."""
+    (:func:`tirl.core.sft.examples.length_grouped_batches`)."""
     batches = length_grouped_batches([len(e.input_ids) for e in examples], batch_size,
                                      random.Random(seed))
     # A short last batch would weigh its few chats more; drop it (the stream never ends).

@@ -10,7 +10,8 @@ import pandas as pd
 from tirl import tracking
 from tirl.core.agent.protocol import default_tools, with_system
 from tirl.core.config import build_config, to_dict
-from tirl.core.rl.sft import SFTConfig, train_sft
+from tirl.core.sft.config import SFTConfig
+from tirl.core.sft.loop import train_sft
 from tirl.pipelines.model_init.nodes import parse_messages
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Thin adapter: catalog (SFT model, questions, corpus) -> core RL loop -> RL model + history.
 
 The online loop itself (rollout -> reward -> VSPO -> update) is a function in
-:mod:`tirl.core.rl.trainer`; this node only picks the questions, builds the search tool and
+:mod:`tirl.core.rl.loop`; this node only picks the questions, builds the search tool and
 the reward, wires the metrics callback to MLflow, and points checkpoints at
 ``<checkpoint_root>/<run_name>`` so that a killed ``kedro run`` resumes where it stopped.
 """
@@ -21,7 +21,8 @@ from tirl.core.agent.env import AgentConfig, Sampling
 from tirl.core.config import ConfigError, build_config, field_
 from tirl.core.eval.run import EvalConfig, run_evaluation
 from tirl.core.records import split_records
-from tirl.core.rl.trainer import TrainConfig, make_reward, train
+from tirl.core.rl.config import TrainConfig, make_reward
+from tirl.core.rl.loop import train
 
 log = logging.getLogger(__name__)
 
