@@ -37,3 +37,31 @@ def test_token_budget_split_covers_each_row_once_within_budget():
     assert all(len(p) == 1 or len(p) * int(lengths[p].max()) <= 4 for p in tight)
     assert [p.tolist() for p in token_budget_split(lengths, rows[2:5], None)] == [[2, 3, 4]]
     assert token_budget_split(lengths, rows[:0], 18)[0].numel() == 0
+
+
+@pytest.mark.parametrize("same_start", [False, True])
+def test_token_logprobs_with_the_shared_prompt_run_once_equal_the_full_forward(tiny_model,
+                                                                              same_start):
+    """``needed`` runs the rows' shared prefix once; the log-probs and entropies the loss
+    reads are those of the full forward, also when the rows' first sampled tokens agree too
+    (the shared prefix is then capped before the first needed target)."""
+    from tirl.core.rl.batch import token_logprobs
+
+    vocab, rows, width, prompt = tiny_model.config.vocab_size, 4, 48, 20
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (rows, width), generator=g)
+    ids[:, :prompt] = ids[0, :prompt]
+    if same_start:  # every row samples the same first 6 tokens after the prompt
+        ids[:, prompt:prompt + 6] = ids[0, prompt:prompt + 6]
+    lens = torch.tensor([width, width - 5, width - 9, width - 2])
+    attention = (torch.arange(width)[None] < lens[:, None]).long()
+    needed = attention[:, 1:].clone()
+    needed[:, :prompt - 1] = 0  # targets 1..prompt-1 are the prompt: never trained on
+    full, full_ent = token_logprobs(tiny_model, input_ids=ids, attention_mask=attention,
+                                    with_entropy=True)
+    shared, shared_ent = token_logprobs(tiny_model, input_ids=ids, attention_mask=attention,
+                                        with_entropy=True, needed=needed)
+    read = needed.bool()
+    assert shared.shape == full.shape
+    assert torch.allclose(full[read], shared[read], atol=1e-5)
+    assert torch.allclose(full_ent[read], shared_ent[read], atol=1e-5)

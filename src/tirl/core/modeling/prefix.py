@@ -74,16 +74,19 @@ def shared_prefix_lm_loss(model: Any, input_ids: torch.Tensor, attention_mask: t
     return total / (w_head.sum() + w_tail.sum()).clamp_min(1e-8)
 
 
-def next_token_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
-                      ) -> tuple[torch.Tensor, int]:
+def next_token_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      max_prefix: int | None = None) -> tuple[torch.Tensor, int]:
     """Next-token logits of a right-padded batch for the targets after the rows' shared prefix.
 
     Returns ``(logits, start)``: ``logits[:, j]`` predicts ``input_ids[:, start + 1 + j]``, for
     every target from ``start + 1`` on. ``start`` is 0 (every target) unless the rows share a
-    prefix worth running once (:func:`common_prefix_len`); then the targets inside it, which
-    no policy loss reads (they are prompt tokens), are left out.
+    prefix worth running once (:func:`common_prefix_len`, at most ``max_prefix`` tokens); then
+    the targets inside it are left out: the caller caps the prefix before its first target
+    that it reads (for RL, the first sampled token; the prompt is never trained on).
     """
     p = common_prefix_len(input_ids, attention_mask)
+    if max_prefix is not None:
+        p = min(p, max_prefix)
     if input_ids.shape[0] > 1 and MIN_SHARED_PREFIX <= p < input_ids.shape[1]:
         return _prefix_once(model, input_ids, attention_mask, p)[1], p - 1
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1], 0

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from tirl.core.modeling.prefix import next_token_logits
 from tirl.core.rl import losses
 from tirl.core.rl.vspo import GroupResult
 from tirl.core.types import RewardBreakdown, Trajectory
@@ -131,22 +132,35 @@ def token_budget_split(lengths: torch.Tensor, rows: torch.Tensor,
 
 def token_logprobs(model: torch.nn.Module, *, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor, with_entropy: bool = False,
-                   entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   entropy_grad: bool = False, needed: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities of the next tokens under ``model``, from one forward pass.
 
     Args: input_ids, attention_mask: [N, T]. ``with_entropy``: also the entropy of the
     next-token distribution, from the same logits. ``entropy_grad``: the entropy keeps its
     graph (an entropy bonus in the loss); without it the entropy is a metric, computed
     without gradient so that no [N, T-1, V] tensor is kept for a backward that never runs.
+    ``needed`` [N, T-1]: the targets whose values the caller reads (the loss mask). With it,
+    the prefix every row shares up to the first needed target (the system prompt, about half
+    of an agent episode) runs once (:func:`tirl.core.modeling.prefix.next_token_logits`), and
+    the targets before that first one are 0.
     Returns: logprobs [N, T-1] float32 (``[:, t] = log p(input_ids[:, t+1] | prefix)``) and
     the entropy [N, T-1] float32, or None.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
-    logprobs = losses.token_logprobs(logits=logits, token_ids=input_ids[:, 1:])
+    if needed is None:
+        logits, start = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1], 0
+    else:
+        first = needed.any(dim=0).nonzero()
+        cap = int(first[0]) + 1 if len(first) else input_ids.shape[1]
+        logits, start = next_token_logits(model, input_ids, attention_mask, max_prefix=cap)
+    logprobs = losses.token_logprobs(logits=logits, token_ids=input_ids[:, start + 1:])
     entropy = None
     if with_entropy and entropy_grad:
         entropy = losses.token_entropy(logits=logits)
     elif with_entropy:
         with torch.no_grad():
             entropy = losses.token_entropy(logits=logits.detach())
+    if start:
+        logprobs = torch.nn.functional.pad(logprobs, (start, 0))
+        entropy = None if entropy is None else torch.nn.functional.pad(entropy, (start, 0))
     return logprobs, entropy

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from tirl.core.rl.batch import group_trajectories
 from tirl.core.rl.config import TrainConfig
@@ -193,8 +194,11 @@ def _build_modules(config: TrainConfig, policy: torch.nn.Module, acc: Any
         policy, critic, optimizer = acc.prepare(policy, critic, optimizer)
     else:
         policy, optimizer = acc.prepare(policy, optimizer)
-    return Modules(policy=policy, critic=critic, reference=reference,
-                   optimizer=optimizer), scheduler
+    # The shared prompt runs once through a Hugging Face model's cache; one process only
+    # (see Modules.share_prefix).
+    share = acc.num_processes == 1 and isinstance(acc.unwrap_model(policy), PreTrainedModel)
+    return Modules(policy=policy, critic=critic, reference=reference, optimizer=optimizer,
+                   share_prefix=share), scheduler
 
 
 def _rl_step(run: _Run, step: int, times: dict[str, float]

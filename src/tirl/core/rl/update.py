@@ -54,6 +54,9 @@ class Modules:
     critic: torch.nn.Module | None
     reference: torch.nn.Module | None
     optimizer: torch.optim.Optimizer
+    #: Run the prompt that a micro-batch's rows share once (batch.token_logprobs ``needed``).
+    #: Single-process only: FSDP and DDP expect the same forward calls on every process.
+    share_prefix: bool = False
 
 
 @dataclass
@@ -127,10 +130,12 @@ def _no_grad_passes(config: TrainConfig, acc: Any, modules: Modules, batch: Batc
             width = sub.loss_mask.shape[1]
             if not single_pass:
                 old[idx, :width] = token_logprobs(modules.policy, input_ids=sub.input_ids,
-                                                  attention_mask=sub.attention_mask)[0]
+                                                  attention_mask=sub.attention_mask,
+                                                  needed=_needed(modules, sub))[0]
             if modules.reference is not None:
                 ref[idx, :width] = token_logprobs(modules.reference, input_ids=sub.input_ids,
-                                                  attention_mask=sub.attention_mask)[0]
+                                                  attention_mask=sub.attention_mask,
+                                                  needed=_needed(modules, sub))[0]
             if modules.critic is not None:
                 vals[idx, :width] = modules.critic(
                     input_ids=sub.input_ids, attention_mask=sub.attention_mask)[:, :-1].float()
@@ -207,7 +212,8 @@ def _micro_loss(config: TrainConfig, device: torch.device, modules: Modules, sub
     with _autocast(config, device):
         lp, ent = token_logprobs(modules.policy, input_ids=sub.input_ids,
                                  attention_mask=sub.attention_mask, with_entropy=True,
-                                 entropy_grad=config.entropy_coef > 0)
+                                 entropy_grad=config.entropy_coef > 0,
+                                 needed=_needed(modules, sub))
         mask, tokens = sub.loss_mask, float(sub.loss_mask.sum())
         old_lp = sub.old_logprobs
         if old_lp is None:  # one pass over one minibatch: see _no_grad_passes
@@ -281,6 +287,11 @@ def _metrics(acc: Any, tally: _Tally, *, critic: bool, reference: bool) -> dict[
     metrics["actor/optimizer_steps"] = float(n_opt - tally.skipped)
     metrics["step/skipped"] = float(tally.skipped > 0)
     return metrics
+
+
+def _needed(modules: Modules, sub: Batch) -> torch.Tensor | None:
+    """The targets a micro-batch's losses read, when the shared prompt may run once."""
+    return sub.loss_mask if modules.share_prefix else None
 
 
 def _zero_weight(batch: Batch) -> Batch:
