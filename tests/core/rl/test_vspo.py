@@ -1,4 +1,4 @@
-"""VSPO (METHOD.md section 4): task value, value table, replacement, smoothing, clipping."""
+"""VSPO (docs/algorithms.md, "VSPO"): task value, value table, replacement, smoothing, clipping."""
 
 from __future__ import annotations
 

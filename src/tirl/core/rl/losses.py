@@ -1,4 +1,4 @@
-"""Policy losses, value losses and loss aggregation, registered by name (METHOD.md 4.7, 5).
+"""Policy losses, value losses and loss aggregation, registered by name (docs/algorithms.md, "Policy losses", "Aggregation").
 
 API (keyword-only tensors, all ``[B,T]`` and aligned; ``mask`` is 1 on trainable tokens)::
 
@@ -76,7 +76,7 @@ def _masked(x: Tensor, keep: Tensor) -> Tensor:
 @register_aggregation("token_mean")
 def token_mean(*, values: Tensor, mask: Tensor, num_tokens: float | None = None,
                num_seqs: float | None = None) -> Tensor:
-    """Mean over all trainable tokens of the batch (METHOD.md 4.7).
+    """Mean over all trainable tokens of the batch (docs/algorithms.md, "Aggregation").
 
     values, mask: Tensor[B,T]. ``num_tokens`` overrides the denominator (global count).
     """

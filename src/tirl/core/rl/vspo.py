@@ -1,4 +1,4 @@
-"""VSPO: value-based replacement of zero-advantage groups (METHOD.md section 4).
+"""VSPO: value-based replacement of zero-advantage groups (docs/algorithms.md, "VSPO").
 
 API (what the training loop calls, in this order, once per step)::
 
@@ -63,7 +63,7 @@ _STATE_VERSION = 1
 
 @dataclass(frozen=True)
 class VSPOConfig:
-    """VSPO options (METHOD.md section 4); the ablation grid is ``selection x clip``."""
+    """VSPO options (docs/algorithms.md, "VSPO"); the ablation grid is ``selection x clip``."""
 
     selection: str = field_("value", choices=("none", "random", "value"),
                             doc="which prompts refill dropped zero-advantage groups: value = "
@@ -232,7 +232,7 @@ _ENTRY_KEYS = tuple(f.name for f in dataclasses.fields(_Entry))
 
 
 class ValueTable:
-    """Per-prompt statistics for VSPO (METHOD.md 4.1, 4.3, 4.5).
+    """Per-prompt statistics for VSPO (docs/algorithms.md, VSPO steps 1, 3 and 5).
 
     Each entry holds the latest task value ``V``, its moving average over visits, the latest
     ``mu``/``sigma``, the step last seen, the number of visits, the steps at which it was
@@ -389,7 +389,7 @@ class ValueTable:
 def plan_replacement(*, groups: Sequence[GroupResult], table: ValueTable,
                      rng: np.random.Generator, step: int,
                      config: VSPOConfig | None = None) -> ReplacementPlan:
-    """Which groups to drop and which prompts refill them (METHOD.md 4.2, 4.4). Pure: reads
+    """Which groups to drop and which prompts refill them (docs/algorithms.md, VSPO steps 2 and 4). Pure: reads
     ``table`` (already updated with ``groups`` at ``step``), changes nothing but ``rng``.
 
     With ``selection == "none"`` nothing is dropped (plain GRPO). Otherwise every
