@@ -72,6 +72,7 @@ def load_or_build_model(model_dir: str | None, corpus, questions, device: str):
 
 def warmup_sft(model, tok, questions, corpus, plans, tool, steps: int) -> None:
     from tirl.core.config import build_config
+    from tirl.core.data.chats import gold_chats
     from tirl.core.data.gold import build_gold_trajectories
     from tirl.core.sft.config import SFTConfig
     from tirl.core.sft.loop import train_sft
@@ -86,8 +87,7 @@ def warmup_sft(model, tok, questions, corpus, plans, tool, steps: int) -> None:
     else:
         raise SystemExit("--warmup-sft-steps needs gold chats: data/03_primary/gold_trajectories.parquet "
                          "or the generated world")
-    chats = [P.initial_messages("")[:1] + json.loads(m) if isinstance(m, str) else m
-             for m in gold["messages"]]
+    chats = gold_chats(gold)
     cfg = build_config(SFTConfig, {"max_steps": steps, "batch_size": 8, "lr": 2e-3,
                                    "probe_size": 0, "progress_bar": False, "max_len": 1024})
     model.train()

@@ -40,10 +40,10 @@ import yaml  # noqa: E402
 
 from tirl.core.agent.protocol import ANSWER_OPEN, default_tools, render_text  # noqa: E402
 from tirl.core.config import build_config  # noqa: E402
+from tirl.core.data.chats import chats_by_split, passage_texts  # noqa: E402
 from tirl.core.sft.config import SFTConfig  # noqa: E402
 from tirl.core.sft.loop import train_sft  # noqa: E402
 from tirl.datasets.hf_model import HFModelDataset  # noqa: E402
-from tirl.pipelines.sft.nodes import chats_by_split, passage_texts  # noqa: E402
 
 Chat = Sequence[Mapping[str, str]]
 

@@ -15,7 +15,8 @@ it measured.
 Sections, in order (cheapest and most informative first):
   env          versions, GPU name/memory/bf16, bf16 NxNxN matmul TFLOP/s, vLLM presence
   models_found pretrained causal LMs available offline (HF caches, /models, /data)
-  world        built-in world, gold chats, BPE tokenizer, from-scratch Llama model
+  world        built-in world, gold chats, BPE tokenizer, from-scratch Llama model, made by
+               the core functions that the data_prep and model_init stages call
   sft          SFT warm start (LM phase + assistant-only SFT) in bf16
   rl           a few VSPO + PRS steps (tirl.core.rl.loop.train) in bf16
   throughput   rollout engine at B x G prompts vs a plain model.generate of as many tokens
@@ -59,6 +60,8 @@ except ImportError:
     sys.path.insert(0, str(REPO / "src"))
 
 import torch  # noqa: E402
+
+from tirl.core.config import to_dict  # noqa: E402
 
 T0 = time.perf_counter()
 log = logging.getLogger("gpu_check")
@@ -336,9 +339,13 @@ TINY_QUESTIONS = {
 
 
 def section_world(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
-    from tirl.core.agent.protocol import SYSTEM_PROMPT, default_tools, with_system
-    from tirl.core.data.gold import answer_coverage, build_gold_trajectories
-    from tirl.core.modeling.factory import ModelConfig, build_model, render_chats_as_text, train_tokenizer
+    """The built-in world, its gold chats, tokenizer and model, made by the core functions
+    that the data_prep and model_init nodes call (the nodes import Kedro, absent here)."""
+    from tirl.core.agent.env import AgentConfig
+    from tirl.core.data.chats import chats_by_split, passage_texts, tokenizer_texts
+    from tirl.core.data.gold import answer_coverage, searched_gold_trajectories
+    from tirl.core.modeling.factory import SCRATCH, ModelConfig, ModelInitConfig, make_base_model
+    from tirl.core.records import records
     from tirl.core.tools.search import build_search_tool
     from tirl.core.world.generator import WorldConfig, generate_world
 
@@ -352,41 +359,27 @@ def section_world(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     world = generate_world(wcfg)
     timings["world_s"] = time.perf_counter() - t
 
-    # Gold chats exactly as data_prep builds them: BM25 top-3, whole passages.
+    # Gold chats as data_prep builds them with the default agent environment (BM25 top-3,
+    # whole passages).
     t = time.perf_counter()
-    gold_tool = build_search_tool(world.corpus, kind="bm25", top_k=3)
     splits = ("train", "val")
-    wanted = world.questions[world.questions["split"].isin(splits)]
-    queries = sorted({q for qid in wanted["id"] for q in world.plans[qid]["queries"]})
-    cache = dict(zip(queries, gold_tool.search_batch(queries)))
-    gold = build_gold_trajectories(world.questions, world.plans, cache.__getitem__, splits=splits)
+    gold = searched_gold_trajectories(world.questions, world.plans,
+                                      AgentConfig().search_tool(world.corpus), splits=splits)
     timings["gold_s"] = time.perf_counter() - t
 
-    # Tokenizer texts as model_init builds them (passages as the tool prints them, questions,
-    # answers, rendered gold chats, the system prompt). Not imported from the pipeline, which
-    # imports kedro.
-    t = time.perf_counter()
-    split_of = dict(zip(world.questions["id"], world.questions["split"]))
-    chats = {s: [] for s in splits}
-    for qid, m in zip(gold["question_id"], gold["messages"]):
-        chats[split_of[qid]].append(with_system(json.loads(m)))
-    passages = [f"Doc 1 (Title: {a}) {b}" for a, b in zip(world.corpus["title"], world.corpus["text"])]
-    texts = passages + [str(q) for q in world.questions["question"]]
-    texts += [" ".join(map(str, a)) for a in world.questions["answers"]]
-    texts += render_chats_as_text(chats["train"] + chats["val"], default_tools()) + [SYSTEM_PROMPT]
-    tokenizer = train_tokenizer(texts, vocab_size=600 if args.tiny else 8000,
-                                model_max_length=2048 if args.tiny else 1024)
-    timings["tokenizer_s"] = time.perf_counter() - t
+    # Tokenizer and model as model_init builds them for model_init.model = scratch.
     t = time.perf_counter()
     mcfg = ModelConfig(d_model=64, n_layers=2, n_heads=4, max_len=2048) if args.tiny else ModelConfig()
-    model = build_model(tokenizer, mcfg)
-    timings["model_s"] = time.perf_counter() - t
+    init = ModelInitConfig(model=SCRATCH, vocab_size=600 if args.tiny else 8000, architecture=mcfg)
+    model, tokenizer = make_base_model(init, tokenizer_texts(world.corpus, world.questions, gold))
+    timings["base_model_s"] = time.perf_counter() - t
 
+    by_split = chats_by_split(gold, world.questions)
     search = build_search_tool(world.corpus, kind="bm25", top_k=3, max_passage_tokens=96,
                                tokenizer=tokenizer)
-    records = world.questions.to_dict("records")
-    ctx.update(world=world, chats=chats, passages=passages, tokenizer=tokenizer, model=model,
-               search=search, records=records, model_config=mcfg)
+    ctx.update(world=world, chats={s: by_split.get(s, []) for s in splits},
+               passages=passage_texts(world.corpus), tokenizer=tokenizer, model=model,
+               search=search, records=records(world.questions))
     n_params = sum(p.numel() for p in model.parameters())
     say(f"world: {len(world.corpus)} passages, {len(world.questions)} questions, {len(gold)} gold "
         f"chats; tokenizer {len(tokenizer)}; model {n_params / 1e6:.2f}M params")
@@ -395,7 +388,7 @@ def section_world(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
             "questions_by_split": world.questions["split"].value_counts().to_dict(),
             "gold_chats": len(gold), "gold_answer_coverage": answer_coverage(gold, world.questions),
             "vocab": len(tokenizer), "model_params_m": round(n_params / 1e6, 3),
-            "model_config": _cfg_dict(mcfg),
+            "model_config": to_dict(mcfg),
             "timings_s": {k: round(v, 3) for k, v in timings.items()}}
 
 
@@ -434,6 +427,25 @@ def _median(history: list[dict[str, Any]], key: str) -> float | None:
     return round(statistics.median(vals), 5) if vals else None
 
 
+def phase_summary(history: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    """Steps, median step seconds and tokens/s, first and last loss of the SFT phase whose
+    metric keys start with ``prefix`` (``sft/pretrain/``: the LM phase; ``sft/``: SFT)."""
+    rows = [h for h in history if f"{prefix}loss" in h]
+    return {"steps": len(rows), "step_s_median": _median(rows, "wall_s"),
+            "tokens_per_s_median": _median(rows, f"{prefix}tokens_per_s"),
+            "loss_first": rows[0][f"{prefix}loss"] if rows else None,
+            "loss_last": rows[-1][f"{prefix}loss"] if rows else None}
+
+
+def _bf16(ctx: dict[str, Any]) -> bool:
+    return ctx["device"].startswith("cuda") and torch.cuda.is_bf16_supported() or ctx["args"].bf16_cpu
+
+
+def _free_cuda(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
 def section_sft(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     from tirl.core.agent.protocol import default_tools
     from tirl.core.sft.config import SFTConfig
@@ -442,7 +454,7 @@ def section_sft(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     args, device = ctx["args"], ctx["device"]
     model, tokenizer = need(ctx, "model", "world"), ctx["tokenizer"]
     acc = _accelerator(ctx)
-    bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported() or args.bf16_cpu
+    bf16 = _bf16(ctx)
     if args.tiny:
         cfg = SFTConfig(pretrain_steps=2, pretrain_seq_len=32, pretrain_batch_size=2, max_steps=4,
                         batch_size=2, warmup_steps=1, probe_size=1, probe_max_new_tokens=4,
@@ -484,27 +496,13 @@ def section_sft(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     model.eval()
     wall = time.perf_counter() - t
     ctx["model"] = model
-    pre = [h for h in history if "sft/pretrain/loss" in h]
-    sft = [h for h in history if "sft/loss" in h]
-    res = {"precision": cfg.precision, "chats": len(chats), "config": _cfg_dict(cfg),
+    res = {"precision": cfg.precision, "chats": len(chats), "config": to_dict(cfg),
            "wall_s": round(wall, 2), "stopped_early": stopped or None, "summary": summary,
-           "pretrain": {"steps": len(pre), "step_s_median": _median(pre, "wall_s"),
-                        "tokens_per_s_median": _median(pre, "sft/pretrain/tokens_per_s"),
-                        "loss_first": pre[0]["sft/pretrain/loss"] if pre else None,
-                        "loss_last": pre[-1]["sft/pretrain/loss"] if pre else None},
-           "sft": {"steps": len(sft), "step_s_median": _median(sft, "wall_s"),
-                   "tokens_per_s_median": _median(sft, "sft/tokens_per_s"),
-                   "loss_first": sft[0]["sft/loss"] if sft else None,
-                   "loss_last": sft[-1]["sft/loss"] if sft else None}}
-    say(f"sft: {len(pre)} LM + {len(sft)} SFT steps, loss {res['sft']['loss_first']} -> "
-        f"{res['sft']['loss_last']}, {res['sft']['tokens_per_s_median']} tok/s")
+           "pretrain": phase_summary(history, "sft/pretrain/"), "sft": phase_summary(history, "sft/")}
+    say(f"sft: {res['pretrain']['steps']} LM + {res['sft']['steps']} SFT steps, loss "
+        f"{res['sft']['loss_first']} -> {res['sft']['loss_last']}, "
+        f"{res['sft']['tokens_per_s_median']} tok/s")
     return res
-
-
-def _cfg_dict(cfg: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else str(cfg)
 
 
 # --- 3b. RL: VSPO + PRS ----------------------------------------------------------------------
@@ -528,7 +526,7 @@ def section_rl(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     model, tokenizer = need(ctx, "model", "world"), ctx["tokenizer"]
     if "sft" in args.skip or ctx["report"].data["sections"].get("sft", {}).get("status") != "ok":
         log.warning("rl runs on a model without a completed SFT warm start")
-    bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported() or args.bf16_cpu
+    bf16 = _bf16(ctx)
     b, g = (4, 2) if args.tiny else (args.batch_prompts, args.group_size)
     cfg = TrainConfig(algorithm="vspo", reward="prs", steps=2 if args.tiny else args.rl_steps,
                       batch_prompts=b, group_size=g, lr=5e-5, precision="bf16" if bf16 else "fp32",
@@ -655,7 +653,7 @@ def section_throughput(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     questions = [r for r in ctx["records"] if r["split"] == "train"][:b]
     cfg = _rollout_config(args)
     helpers = _bench_helpers()
-    res: dict[str, Any] = {"B": b, "G": g, "dtype": str(dtype), "rollout_config": _cfg_dict(cfg),
+    res: dict[str, Any] = {"B": b, "G": g, "dtype": str(dtype), "rollout_config": to_dict(cfg),
                            "bench_rollout_py": helpers is not None}
     backend = HFBackend(policy, tokenizer, max_batch=cfg.max_batch)
     run_rollouts(backend=backend, tokenizer=tokenizer, tools=tools, questions=questions[:2],
@@ -691,8 +689,7 @@ def section_throughput(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     else:
         res["plain_generate"] = "skipped: section time spent"
     del backend
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
+    _free_cuda(device)
     if helpers is None:
         res["bench_rollout_main"] = "scripts/bench_rollout.py not importable; skipped"
     elif time.perf_counter() >= deadline:
@@ -718,8 +715,7 @@ def section_throughput(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
                                          "traceback_tail": traceback.format_exc()[-3000:]}
             say(f"bench_rollout.main failed: {type(exc).__name__}: {str(exc)[:200]}")
     del policy
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
+    _free_cuda(device)
     return res
 
 
@@ -796,7 +792,7 @@ def section_pretrained(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     sample = trajs[best]
     res = {"source": source, "path": path, "load_errors": load_errors, "params_m": round(n_params / 1e6, 1), "dtype": dtype,
            "load_s": round(load_s, 2), "protocol_tags_added": added, "B": len(questions), "G": g,
-           "rollout_config": _cfg_dict(cfg), "seconds": round(dt, 2),
+           "rollout_config": to_dict(cfg), "seconds": round(dt, 2),
            "generated_tokens": int(stats["rollout/generated_tokens"]),
            "tokens_per_s": round(stats["rollout/generated_tokens"] / dt, 1),
            "stats": {k: v for k, v in stats.items()},
@@ -810,8 +806,7 @@ def section_pretrained(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     say(f"pretrained: {res['generated_tokens']} tokens in {dt:.1f}s = {res['tokens_per_s']} tok/s, "
         f"answered {stats['rollout/answered_rate']:.2f}, reward {res['reward_mean']}")
     del model, backend
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
+    _free_cuda(device)
     return res
 
 

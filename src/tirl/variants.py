@@ -18,7 +18,8 @@ from kedro.config import OmegaConfigLoader
 
 logger = logging.getLogger(__name__)
 
-#: The method and the baselines of METHOD.md section 5 (GRPO = VSPO with selection none).
+#: The method and the baselines (docs/algorithms.md, "The method and the baselines"; GRPO =
+#: VSPO with selection none).
 #: Each maps to :class:`tirl.core.rl.config.TrainConfig` options (``vspo_update.train``).
 VARIANTS: dict[str, dict[str, Any]] = {
     "vspo_prs": {"algorithm": "vspo", "reward": "prs"},
@@ -33,7 +34,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 #: The SFT warm start evaluated as is: the baseline every variant's gain is measured against.
 SFT_ONLY = "sft_only"
 
-#: The paper's ablation grid: selection x clip (METHOD.md section 4, step 5).
+#: The paper's ablation grid: selection x clip (docs/algorithms.md, VSPO step 5).
 ABLATION: dict[str, dict[str, Any]] = {
     f"vspo_{selection}_clip_{clip}": {"algorithm": "vspo", "reward": "prs",
                                       "vspo": {"selection": selection, "clip": clip}}

@@ -175,7 +175,7 @@ class JudgeVerdict:
 
 
 class Judge(Protocol):
-    """Scores a long-form answer against a reference (METHOD.md section 3, Judge)."""
+    """Scores a long-form answer against a reference (docs/rewards.md, "Judges")."""
 
     def judge(self, *, question: str, reference: str, answer: str,
               facts: tuple[str, ...] | list[str] = ()) -> JudgeVerdict: ...

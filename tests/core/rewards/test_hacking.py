@@ -1,6 +1,7 @@
-"""Reward hacking that must not pay (METHOD.md section 3): for every hack the shaped reward is
-strictly below the honest correct answer's, short-form (PRS + length-aware BLEU) and long-form
-(PRS + rubric judge), with the schedule off and at its format-dominated start."""
+"""Reward hacking that must not pay (docs/rewards.md, the section of that name): for every hack
+the shaped reward is strictly below the honest correct answer's, short-form (PRS +
+length-aware BLEU) and long-form (PRS + rubric judge), with the schedule off and at its
+format-dominated start."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Answer metrics and the length-aware BLEU: hand-worked values and METHOD.md properties."""
+"""Answer metrics and the length-aware BLEU: hand-worked values and the properties
+docs/rewards.md lists."""
 
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ def test_cispo_gradient_is_detached_weight_times_advantage():
     new = (old + ratios.log()).requires_grad_(True)
     adv = torch.tensor([[1.0, -2.0, 3.0, 7.0]])
     loss, stats = cispo_loss(logprobs=new, old_logprobs=old, advantages=adv, mask=mask,
-                             eps_high_is=0.2)
+                             clip_eps=0.2)
     w = torch.tensor([[1.2, 0.5, 1.1, 0.0]])  # upper clip only; masked token contributes 0
     loss.backward()
     # d/dlogp of -sg(w) A logp = -w A (PPO would give 0 on the clipped tok0)
@@ -127,7 +127,7 @@ def test_cispo_gradient_is_detached_weight_times_advantage():
     # A lower bound when asked for
     new2 = (old + ratios.log()).requires_grad_(True)
     loss2, _ = cispo_loss(logprobs=new2, old_logprobs=old, advantages=adv, mask=mask,
-                          eps_high_is=0.2, eps_low_is=0.2)
+                          clip_eps=0.2, eps_low_is=0.2)
     loss2.backward()
     torch.testing.assert_close(new2.grad, -(torch.tensor([[1.2, 0.8, 1.1, 0.0]]) * adv * mask) / 3)
 

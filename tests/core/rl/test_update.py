@@ -10,7 +10,7 @@ from toy_rl import ToyRollout, make_policy, make_questions, run_toy, toy_config,
 
 from tirl.core.rl.batch import Batch, collate, group_trajectories
 from tirl.core.rl.losses import ppo_clip_loss
-from tirl.core.rl.update import Modules, _last_token_rewards, _micro_loss, update
+from tirl.core.rl.update import Modules, _Denominators, _last_token_rewards, _micro_loss, update
 
 
 def test_first_minibatch_has_ratio_one():
@@ -87,7 +87,8 @@ def test_entropy_bonus_matches_a_written_out_loss_and_its_gradients():
     for coef in (0.0, 0.3):
         cfg = toy_config(entropy_coef=coef, kl_beta=0.0)
         policy.zero_grad()
-        loss, _, _ = _micro_loss(cfg, torch.device("cpu"), modules, batch, denom)
+        loss, _, _ = _micro_loss(cfg, torch.device("cpu"), modules, batch,
+                                 _Denominators(tokens=denom, seqs=float(len(batch))))
         loss.backward()
         grads[coef] = _grads(policy)
         policy.zero_grad()

@@ -1,4 +1,4 @@
-"""VSPO (METHOD.md section 4): task value, value table, replacement, smoothing, clipping."""
+"""VSPO (docs/algorithms.md, "VSPO"): task value, value table, replacement, smoothing, clipping."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from tirl.core.config import ConfigError, build_config
 from tirl.core.rl.vspo import (
+    VSPOStepResult,
     GroupResult, ValueTable, VSPOConfig, compute_advantages, finalise_refill,
     is_zero_advantage, plan_replacement, task_value, value_clip_advantages)
 from tirl.core.types import Trajectory
@@ -352,7 +353,7 @@ def test_clip_bounds_refilled_advantages():
                           table=table, step=1)
     adv = compute_advantages(result=res, config=config)  # k = 1: scale 1, 2.0 clipped to 1.0
     torch.testing.assert_close(adv, torch.tensor([-0.5] * 4 + [1.0]), atol=1e-4, rtol=0)
-    dr = compute_advantages(result=res, config=config, norm_std=False)  # Dr.GRPO: [-0.2]*4 + [0.8]
+    dr = compute_advantages(result=res, config=config, estimator="drgrpo")  # Dr.GRPO: [-0.2]*4 + [0.8]
     torch.testing.assert_close(dr, torch.tensor([-0.2] * 4 + [0.8]), atol=1e-6, rtol=0)
 
 
@@ -439,3 +440,9 @@ def test_ablation_grid_modes_do_what_they_say(selection, clip):
         torch.testing.assert_close(adv[counts == 0], unclipped[counts == 0])
         if clip == "off":
             torch.testing.assert_close(adv, unclipped)
+
+
+def test_compute_advantages_refuses_a_token_level_estimator():
+    res = VSPOStepResult(groups=[], select_counts=[], metrics={})
+    with pytest.raises(ValueError, match="gae"):
+        compute_advantages(result=res, config=VSPOConfig(), estimator="gae")

@@ -10,7 +10,7 @@ from kedro.runner import SequentialRunner
 from tirl.core.agent import protocol as P
 from tirl.core.config import ConfigError
 from tirl.pipelines.model_init import create_pipeline
-from tirl.pipelines.model_init.nodes import init_model, tokenizer_texts
+from tirl.pipelines.model_init.nodes import init_model
 
 TINY_PARAMS = {"model": "scratch", "vocab_size": 400,
                "architecture": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_len": 2048}}
@@ -36,12 +36,6 @@ def test_pipeline_builds_builtin_model(tables, tiny_gold):
     # Trained on the gold chats: the template's fixed text compresses to few tokens.
     ids = P.render(tok, gold[0], P.SEARCH_TOOL_SCHEMAS)
     assert len(ids) < len(P.render_text(tok, gold[0], P.SEARCH_TOOL_SCHEMAS)) / 2
-
-
-def test_tokenizer_texts_include_rendered_gold(tables):
-    texts = tokenizer_texts(*tables)
-    assert any(t.startswith("<|im_start|>system\n") and "<tool_response>" in t for t in texts)
-    assert "Doc 1 (Title: Ostmark) The capital of Ostmark is Velden, a river city." in texts
 
 
 def test_bad_gold_row_is_named(tables):

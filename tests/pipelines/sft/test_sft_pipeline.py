@@ -44,17 +44,15 @@ def test_bad_param_names_the_key(tiny_tables, tiny_model, tiny_tokenizer):
                 {"batch_sise": 2})
 
 
-def test_only_train_split_is_trained_on(tiny_tables):
-    from tirl.pipelines.sft.nodes import chats_by_split
+def test_only_train_split_is_trained_on(tiny_tables, tiny_model, tiny_tokenizer):
+    import copy
 
     corpus, questions, gold = tiny_tables
     questions.loc[0, "split"] = "val"
-    by_split = chats_by_split(gold, questions)
-    assert len(by_split["val"]) == 1 and len(by_split["train"]) == len(gold) - 1
-    assert by_split["val"][0][0]["role"] == "system"  # system prompt prepended
-    gold.loc[0, "question_id"] = "nope"
-    with pytest.raises(ValueError, match="unknown question ids"):
-        chats_by_split(gold, questions)
+    base = {"model": copy.deepcopy(tiny_model), "tokenizer": tiny_tokenizer}
+    _, metrics = run_sft(base, gold, gold.iloc[:0], corpus, questions,
+                         {**_test_params(), "probe_size": 0})
+    assert metrics["sft/examples"] == len(gold) - 1
 
 
 def test_practice_chats_join_the_phases_they_are_named_for(tiny_tables, tiny_model, tiny_tokenizer):

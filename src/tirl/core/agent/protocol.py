@@ -1,6 +1,6 @@
 """The agent protocol: template tokens, protocol tags, chat template and system prompt.
 
-Qwen2.5/Hermes convention (METHOD.md section 2). The built-in tokenizer carries
+Qwen2.5/Hermes convention (docs/protocol.md, "1. Protocol"). The built-in tokenizer carries
 :data:`CHAT_TEMPLATE`, a copy of Qwen2.5-Instruct's template, so a real Qwen tokenizer and
 ours render the same chat the same way and every caller goes through
 ``tokenizer.apply_chat_template`` (wrapped by :func:`render`).

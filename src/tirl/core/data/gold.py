@@ -1,6 +1,6 @@
 """Gold trajectories for the SFT warm start: search as planned, read, answer.
 
-A gold trajectory is a chat in the agent protocol (METHOD.md section 2) *without* the system
+A gold trajectory is a chat in the agent protocol (docs/protocol.md) *without* the system
 message: the SFT and rollout code add the system prompt and tool schemas through the chat
 template, so the stored chat stays valid whatever prompt or tool set is configured later.
 

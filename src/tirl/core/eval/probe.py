@@ -24,11 +24,11 @@ from typing import Any
 import pandas as pd
 
 from tirl.core.agent.env import AgentConfig, Sampling
+from tirl.core.data.chats import chats_with_qtype
 from tirl.core.data.gold import searched_gold_trajectories
 from tirl.core.eval.run import EvalConfig, run_evaluation
 from tirl.core.pretrain.stream import ChatEncoder
 from tirl.core.pretrain.validation import turn_accuracy
-from tirl.core.agent.protocol import with_system
 from tirl.core.tools.search import build_search_tool
 from tirl.core.world.generator import WorldConfig, generate_world
 
@@ -116,9 +116,7 @@ def reading_probe(model: Any, tokenizer: Any, *, world_seed: int, n: int = 200, 
     tool = build_search_tool(generated.corpus, tokenizer=tokenizer, **search)
     gold = searched_gold_trajectories(questions, generated.plans, tool, splits=config.splits,
                                       fallback_to_question=False)
-    qtype_of = dict(zip(questions["id"], questions["qtype"]))
-    examples = ChatEncoder(tokenizer).encode(
-        [(qtype_of[q], with_system(json.loads(m))) for q, m in zip(gold["question_id"], gold["messages"])])
+    examples = ChatEncoder(tokenizer).encode(chats_with_qtype(gold, questions))
     gold_found = turn_accuracy(model, examples, tokenizer.pad_token_id)
     out: dict[str, Any] = {"world_seed": world_seed, "n": int(len(questions))}
     out.update(_by_type(query_ok, qtypes, "query_match"))

@@ -10,7 +10,6 @@ off the passages in the context.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,8 +17,10 @@ from typing import Any
 
 import torch
 
-from tirl.core.agent.protocol import GENERATION_PROMPT, IM_END, default_tools, render_text, with_system
+from tirl.core.agent.protocol import GENERATION_PROMPT, IM_END, default_tools, render_text
+from tirl.core.data.chats import chats_with_qtype, passage_texts
 from tirl.core.data.gold import searched_gold_trajectories
+from tirl.core.modeling.factory import render_chats_as_text
 from tirl.core.sft.examples import length_grouped_batches
 from tirl.core.tools.search import build_search_tool
 from tirl.core.world.generator import WorldConfig, generate_world
@@ -42,19 +43,14 @@ def world_chats(cfg: WorldConfig, *, top_k: int = 3, max_passage_tokens: int | N
                              max_passage_tokens=max_passage_tokens)
     gold = searched_gold_trajectories(world.questions, world.plans, tool, splits=["train"],
                                       fallback_to_question=False)
-    qtype = dict(zip(world.questions["id"], world.questions["qtype"]))
-    return [(qtype[q], with_system(json.loads(m)))
-            for q, m in zip(gold["question_id"], gold["messages"])]
+    return chats_with_qtype(gold, world.questions)
 
 
 def world_texts(cfg: WorldConfig, *, top_k: int = 3) -> list[str]:
     """Rendered chats and passages of one world: what the tokenizer is trained on."""
-    from tirl.core.modeling.factory import render_chats_as_text
-
     world = generate_world(cfg)
     chats = [c for _, c in world_chats(cfg, top_k=top_k, world=world)]
-    return render_chats_as_text(chats, default_tools()) + \
-        [f"Doc 1 (Title: {t}) {x}" for t, x in zip(world.corpus["title"], world.corpus["text"])]
+    return render_chats_as_text(chats, default_tools()) + passage_texts(world.corpus)
 
 
 #: Token roles: the loss weight of a token is chosen by its role (see :func:`collate_weighted`).

@@ -1,6 +1,6 @@
 """Rewards: answer metrics, length-aware BLEU, PRS and the binary baseline, judges.
 
-See docs/rewards.md and METHOD.md section 3.
+See docs/rewards.md.
 """
 
 from tirl.core.rewards.judges import JUDGES, RubricConfig, RubricJudge, make_judge

@@ -1,7 +1,7 @@
 """LLM judges for long-form answers: an OpenAI-compatible endpoint, or a local transformers model.
 
 Both follow :class:`tirl.core.types.Judge` and share one prompt and one strict verdict format
-(METHOD.md section 3, "Judge"):
+(docs/rewards.md, "Judges"):
 
 - The prompt template (config) has the placeholders ``{question}``, ``{reference}``,
   ``{answer}`` and optionally ``{facts}``; they are filled in one pass, so text in one field

@@ -1,4 +1,4 @@
-"""Progressive Reward Shaping and the binary baseline (METHOD.md section 3).
+"""Progressive Reward Shaping and the binary baseline (docs/rewards.md).
 
 Rewards are registered by name in :data:`REWARDS` and built with :func:`make_reward_fn`; each
 returned callable follows :class:`tirl.core.types.RewardFn`.

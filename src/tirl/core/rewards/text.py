@@ -1,4 +1,4 @@
-"""Answer normalisation, exact match, token F1 and the length-aware BLEU (METHOD.md section 3).
+"""Answer normalisation, exact match, token F1 and the length-aware BLEU (docs/rewards.md).
 
 All functions take a hypothesis string and a sequence of gold strings and return the maximum
 over the golds, as SQuAD / Search-R1 evaluation does. Normalisation and BLEU scores are cached
@@ -121,7 +121,7 @@ def _la_bleu_pair(hyp: str, ref: str, alpha: float) -> float:
 
 def length_aware_bleu(hypothesis: str | None, references: str | Sequence[str],
                       alpha: float = 2.0) -> float:
-    """Length-aware BLEU in [0, 1] (METHOD.md section 3), max over gold answers.
+    """Length-aware BLEU in [0, 1], max over gold answers (docs/rewards.md, "Length-aware BLEU").
 
     Hypothesis and references are SQuAD-normalised and split on spaces; against a reference of
     ``m`` tokens the score is sacrebleu's sentence BLEU of order ``n = min(4, m)``

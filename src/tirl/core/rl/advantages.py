@@ -1,4 +1,4 @@
-"""Advantage estimators, registered by name (METHOD.md sections 4.6 and 5).
+"""Advantage estimators, registered by name (docs/algorithms.md, "Sequence-level advantages" and "PPO with GAE").
 
 API (keyword-only tensors; ``N`` samples, ``B`` rows, ``T`` tokens)::
 
@@ -70,7 +70,7 @@ def group_stats(*, rewards: Tensor, group_index: Tensor) -> tuple[Tensor, Tensor
     mean = torch.zeros(num_groups, dtype=r.dtype, device=r.device).index_add_(0, inverse, r)
     mean = mean / counts
     centred = r - mean[inverse]
-    # Population std (divide by G, not G - 1): METHOD.md section 4.1; a group of one has
+    # Population std (divide by G, not G - 1): docs/algorithms.md, VSPO step 1; a group of one has
     # std 0 instead of NaN.
     var = torch.zeros(num_groups, dtype=r.dtype, device=r.device).index_add_(
         0, inverse, centred * centred) / counts
@@ -151,7 +151,7 @@ def _discounted_reverse_cumsum(x: Tensor, factor: float, chunk: int = 128) -> Te
 @register_advantage_estimator("gae", level="token")
 def gae_advantage(*, token_rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0,
                   lam: float = 0.95) -> tuple[Tensor, Tensor]:
-    """GAE over the trainable tokens only (METHOD.md section 5, PPO).
+    """GAE over the trainable tokens only (docs/algorithms.md, "PPO with GAE over trainable tokens").
 
     Tokens with ``mask == 0`` (prompt, tool responses, padding) are not steps: they are
     skipped, so the next value for a trainable token is the critic's value at the next

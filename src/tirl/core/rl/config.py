@@ -21,14 +21,19 @@ from typing import Any
 from tirl.core.agent.rollout import RolloutConfig
 from tirl.core.config import field_
 from tirl.core.rewards.prs import JudgeSpec, PRSConfig, RewardConfig, build_reward_fn
+from tirl.core.rl.advantages import ADVANTAGE_ESTIMATORS
+from tirl.core.rl.kl import KL_ESTIMATORS as KL_REGISTRY
+from tirl.core.rl.losses import LOSS_AGGREGATIONS, POLICY_LOSSES
 from tirl.core.rl.vspo import VSPOConfig
 from tirl.core.types import RewardFn
 
 ALGORITHMS = ("vspo", "grpo", "ppo", "cispo")
 GROUP_METHODS = ("vspo", "grpo", "cispo")
-ADVANTAGES = ("auto", "grpo", "drgrpo", "gae")
-POLICY_LOSS_NAMES = ("auto", "ppo_clip", "cispo")
-KL_ESTIMATORS = ("k1", "k2", "k3")
+# Config choices are the registries' names: registering a function makes it a config value.
+ADVANTAGES = ("auto", *ADVANTAGE_ESTIMATORS)
+POLICY_LOSS_NAMES = ("auto", *POLICY_LOSSES)
+KL_ESTIMATORS = tuple(KL_REGISTRY)
+AGGREGATIONS = tuple(LOSS_AGGREGATIONS)
 LR_SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("fp32", "bf16")
 
@@ -45,6 +50,10 @@ class TrainConfig:
                             choices=ADVANTAGES)
     policy_loss: str = field_("auto", doc="auto (cispo for cispo, else ppo_clip) | ppo_clip | cispo",
                               choices=POLICY_LOSS_NAMES)
+    loss_aggregation: str = field_(
+        "token_mean", doc="how the policy loss averages over the minibatch: token_mean (every "
+                          "trainable token weighs the same; DAPO, Dr.GRPO) | seq_mean_token_mean "
+                          "(original GRPO) | seq_mean_token_sum", choices=AGGREGATIONS)
     kl_estimator: str = field_("k3", doc="KL-to-reference estimator", choices=KL_ESTIMATORS)
     kl_beta: float = field_(0.001, doc="KL coefficient (paper 0.001); 0 drops the reference model",
                             ge=0.0)

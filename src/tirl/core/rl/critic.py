@@ -1,8 +1,9 @@
 """PPO critic: a scalar value head on a copy of the (SFT) policy's transformer.
 
-METHOD.md section 5: "a critic (value head on a copy of the SFT model)". The copy shares no
-parameters with the policy, so the value loss never moves the policy, and the head starts at
-zero so the first values are 0 (a neutral baseline rather than noise).
+docs/algorithms.md, "PPO with GAE over trainable tokens": a critic, a value head on a copy
+of the SFT model. The copy shares no parameters with the policy, so the value loss never
+moves the policy, and the head starts at zero so the first values are 0 (a neutral baseline
+rather than noise).
 """
 
 from __future__ import annotations

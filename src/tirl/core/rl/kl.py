@@ -1,4 +1,4 @@
-"""Per-token KL estimators to the reference policy, registered by name (METHOD.md 4.7).
+"""Per-token KL estimators to the reference policy, registered by name (docs/algorithms.md, "KL to the reference").
 
 API (keyword-only tensors, all ``[B,T]``)::
 

@@ -1,4 +1,4 @@
-"""Policy losses, value losses and loss aggregation, registered by name (METHOD.md 4.7, 5).
+"""Policy losses, value losses and loss aggregation, registered by name (docs/algorithms.md, "Policy losses", "Aggregation").
 
 API (keyword-only tensors, all ``[B,T]`` and aligned; ``mask`` is 1 on trainable tokens)::
 
@@ -10,9 +10,9 @@ API (keyword-only tensors, all ``[B,T]`` and aligned; ``mask`` is 1 on trainable
     ppo_clip_loss(*, logprobs, old_logprobs, advantages, mask, clip_eps=0.2,
                   clip_eps_high=None, aggregation="token_mean", num_tokens=None,
                   num_seqs=None) -> (loss, stats)
-    cispo_loss(*, logprobs, old_logprobs, advantages, mask, eps_high_is=0.2,
-               eps_low_is=None, aggregation="token_mean", num_tokens=None,
-               num_seqs=None) -> (loss, stats)
+    cispo_loss(*, logprobs, old_logprobs, advantages, mask, clip_eps=0.2,
+               clip_eps_high=None, eps_low_is=None, aggregation="token_mean",
+               num_tokens=None, num_seqs=None) -> (loss, stats)
         stats: dict[str, float] with "clip_frac", "approx_kl", "ratio_mean"
 
     VALUE_LOSSES: "clipped" | "mse";  get_value_loss(name) -> Callable
@@ -76,7 +76,7 @@ def _masked(x: Tensor, keep: Tensor) -> Tensor:
 @register_aggregation("token_mean")
 def token_mean(*, values: Tensor, mask: Tensor, num_tokens: float | None = None,
                num_seqs: float | None = None) -> Tensor:
-    """Mean over all trainable tokens of the batch (METHOD.md 4.7).
+    """Mean over all trainable tokens of the batch (docs/algorithms.md, "Aggregation").
 
     values, mask: Tensor[B,T]. ``num_tokens`` overrides the denominator (global count).
     """
@@ -177,15 +177,18 @@ def ppo_clip_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor,
 
 @register_policy_loss("cispo")
 def cispo_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
-               eps_high_is: float = 0.2, eps_low_is: float | None = None,
-               aggregation: str = "token_mean", num_tokens: float | None = None,
-               num_seqs: float | None = None) -> tuple[Tensor, dict[str, float]]:
+               clip_eps: float = 0.2, clip_eps_high: float | None = None,
+               eps_low_is: float | None = None, aggregation: str = "token_mean",
+               num_tokens: float | None = None, num_seqs: float | None = None
+               ) -> tuple[Tensor, dict[str, float]]:
     """CISPO (MiniMax-M1): clipped, stop-gradient importance weight times advantage times
     log-prob, so every token keeps a gradient (PPO's clip zeroes it instead).
 
     Per token ``l = -sg(w) * A * logprobs`` with
-    ``w = clamp(ratio, 1 - eps_low_is, 1 + eps_high_is)`` (no lower bound when
-    ``eps_low_is`` is None), hence ``grad l = -w * A * grad logprobs``.
+    ``w = clamp(ratio, 1 - eps_low_is, 1 + eps_high)`` (no lower bound when ``eps_low_is`` is
+    None), hence ``grad l = -w * A * grad logprobs``. ``eps_high`` is ``clip_eps_high``, or
+    ``clip_eps`` when that is None: the same arguments as :func:`ppo_clip_loss`, so that one
+    call reaches either loss.
 
     Returns:
         (loss scalar, stats) with ``clip_frac`` (share of trainable tokens whose weight was
@@ -196,8 +199,9 @@ def cispo_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, ma
     keep = mask.bool()
     log_ratio = _log_ratio(logprobs, old_logprobs, keep)
     ratio = torch.exp(log_ratio)
+    eps_high = clip_eps if clip_eps_high is None else clip_eps_high
     lower = None if eps_low_is is None else 1.0 - eps_low_is
-    weight = torch.clamp(ratio, min=lower, max=1.0 + eps_high_is).detach()
+    weight = torch.clamp(ratio, min=lower, max=1.0 + eps_high).detach()
     adv = _masked(advantages.detach(), keep)
     per_token = -weight * adv * _masked(logprobs, keep)
     loss = aggregate_loss(values=per_token, mask=keep, mode=aggregation,

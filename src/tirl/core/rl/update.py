@@ -13,9 +13,10 @@ Choices where the paper is silent:
   and their stored log-probs are the correct behaviour policy for the importance ratio.
   With one epoch over one minibatch the training forward itself, detached, gives the same
   values, and the extra pass is skipped.
-* Loss aggregation is the token mean over the trainable tokens of the whole minibatch,
-  also across gradient-accumulation micro-batches and DDP processes (token counts are
-  all-reduced), so one process and N processes compute the same gradient.
+* The policy loss aggregates over the whole minibatch as ``loss_aggregation`` says (token
+  mean by default), also across gradient-accumulation micro-batches and DDP processes
+  (token and sequence counts are all-reduced), so one process and N processes compute the
+  same gradient.
 * The entropy (a metric, and with ``entropy_coef > 0`` a bonus in the loss) comes from the
   logits of the log-prob forward: one policy forward per micro-batch either way.
 """
@@ -57,6 +58,15 @@ class Modules:
     #: Run the prompt that a micro-batch's rows share once (batch.token_logprobs ``needed``).
     #: Single-process only: FSDP and DDP expect the same forward calls on every process.
     share_prefix: bool = False
+
+
+@dataclass(frozen=True)
+class _Denominators:
+    """A minibatch's trainable tokens and sequences per process: the loss means divide by
+    them, in every micro-batch, so that the micro-batches' gradients sum to the mean's."""
+
+    tokens: float
+    seqs: float
 
 
 @dataclass
@@ -170,11 +180,12 @@ def _minibatch_step(config: TrainConfig, acc: Any, modules: Modules, batch: Batc
                     tally: _Tally) -> None:
     """One optimiser step on minibatch ``rows``: forward and backward of each micro-batch
     (gradients summed), then a clipped step unless a loss or gradient was non-finite."""
-    local_tokens = 0.0 if empty else float(batch.loss_mask[rows].sum())
-    global_tokens = global_sum(acc, [local_tokens])[0]
-    # Each process divides by global/n_proc: DDP's gradient mean then equals the token mean
-    # over every trainable token of the global minibatch.
-    denom = max(global_tokens, 1.0) / acc.num_processes
+    local = [0.0, 0.0] if empty else [float(batch.loss_mask[rows].sum()), float(rows.numel())]
+    global_tokens, global_rows = global_sum(acc, local)
+    # Each process divides by global/n_proc: DDP's gradient mean then equals the mean over
+    # every trainable token (or sequence) of the global minibatch.
+    denom = _Denominators(tokens=max(global_tokens, 1.0) / acc.num_processes,
+                          seqs=max(global_rows, 1.0) / acc.num_processes)
     micros = _micro_batches(config, acc, lengths, rows, empty)
     synced = [m for m in (modules.policy, modules.critic) if m is not None]
     finite = True
@@ -205,7 +216,7 @@ def _micro_batches(config: TrainConfig, acc: Any, lengths: torch.Tensor, rows: t
 
 
 def _micro_loss(config: TrainConfig, device: torch.device, modules: Modules, sub: Batch,
-                denom: float) -> tuple[torch.Tensor, dict[str, float], float]:
+                denom: _Denominators) -> tuple[torch.Tensor, dict[str, float], float]:
     """The loss of one micro-batch, its share of the minibatch's token mean (``denom``: the
     minibatch's trainable tokens per process); its additions to the update's sums; its
     trainable tokens."""
@@ -219,23 +230,23 @@ def _micro_loss(config: TrainConfig, device: torch.device, modules: Modules, sub
         if old_lp is None:  # one pass over one minibatch: see _no_grad_passes
             old_lp = torch.where(sub.reused[:, None], sub.sample_logprobs, lp.detach())
         pg, st = _policy_loss(config, logprobs=lp, old_logprobs=old_lp,
-                              advantages=sub.advantages, mask=mask, num_tokens=denom)
+                              advantages=sub.advantages, mask=mask, denom=denom)
         sums = {"loss/policy": float(pg.detach()),
                 "actor/entropy": float((ent.detach() * mask).sum()),
                 **{f"actor/{k}": st[k] * tokens for k in ("clip_frac", "approx_kl", "ratio_mean")}}
         loss = pg
         if modules.reference is not None:
             kl_tok = _kl(config, logprobs=lp, ref_logprobs=sub.ref_logprobs, mask=mask)
-            kl_loss = kl_tok.sum() / denom
+            kl_loss = kl_tok.sum() / denom.tokens
             loss = loss + config.kl_beta * kl_loss
             sums["loss/kl"] = float(config.kl_beta * kl_loss.detach())
             sums["actor/kl"] = float(kl_tok.detach().sum())
         if config.entropy_coef > 0:
-            loss = loss - config.entropy_coef * ((ent * mask).sum() / denom)
+            loss = loss - config.entropy_coef * ((ent * mask).sum() / denom.tokens)
         if modules.critic is not None:
             v = modules.critic(input_ids=sub.input_ids, attention_mask=sub.attention_mask)[:, :-1]
             vl, vst = _value_loss(config, values=v, old_values=sub.old_values,
-                                  returns=sub.returns, mask=mask, num_tokens=denom)
+                                  returns=sub.returns, mask=mask, num_tokens=denom.tokens)
             loss = loss + config.value_coef * vl
             sums["loss/value"] = float(vl.detach())
             sums["critic/vf_clip_frac"] = vst["vf_clip_frac"] * tokens
@@ -326,7 +337,7 @@ def _sequence_advantages(config: TrainConfig, groups: Sequence[GroupResult],
     each group, then VSPO's value-smoothing clip for refilled groups when ``clip`` is on."""
     result = VSPOStepResult(groups=list(groups), select_counts=list(select_counts), metrics={})
     return compute_advantages(result=result, config=config.effective_vspo,
-                              norm_std=config.resolved_advantage == "grpo")
+                              estimator=config.resolved_advantage)
 
 
 def _gae(config: TrainConfig, *, token_rewards: torch.Tensor, values: torch.Tensor,
@@ -337,18 +348,14 @@ def _gae(config: TrainConfig, *, token_rewards: torch.Tensor, values: torch.Tens
 
 
 def _policy_loss(config: TrainConfig, *, logprobs: torch.Tensor, old_logprobs: torch.Tensor,
-                 advantages: torch.Tensor, mask: torch.Tensor, num_tokens: float
+                 advantages: torch.Tensor, mask: torch.Tensor, denom: _Denominators
                  ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Policy loss (token mean with the global denominator ``num_tokens``) and its stats."""
-    name = config.resolved_policy_loss
-    kwargs: dict[str, Any] = {"logprobs": logprobs, "old_logprobs": old_logprobs,
-                              "advantages": advantages, "mask": mask, "num_tokens": num_tokens}
-    if name == "cispo":
-        # CISPO clips the importance weight: upper bound eps_high (or eps), no lower bound.
-        kwargs["eps_high_is"] = config.clip_eps_high or config.clip_eps
-    else:
-        kwargs.update(clip_eps=config.clip_eps, clip_eps_high=config.clip_eps_high)
-    return get_policy_loss(name)(**kwargs)
+    """The registered policy loss ``config.resolved_policy_loss``, aggregated as
+    ``config.loss_aggregation`` over the minibatch (global denominators), and its stats."""
+    return get_policy_loss(config.resolved_policy_loss)(
+        logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask,
+        clip_eps=config.clip_eps, clip_eps_high=config.clip_eps_high,
+        aggregation=config.loss_aggregation, num_tokens=denom.tokens, num_seqs=denom.seqs)
 
 
 def _kl(config: TrainConfig, *, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,

@@ -1,4 +1,4 @@
-"""VSPO: value-based replacement of zero-advantage groups (METHOD.md section 4).
+"""VSPO: value-based replacement of zero-advantage groups (docs/algorithms.md, "VSPO").
 
 API (what the training loop calls, in this order, once per step)::
 
@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 
 from tirl.core.config import field_
-from tirl.core.rl.advantages import grpo_advantage
+from tirl.core.rl.advantages import ADVANTAGE_LEVELS, get_advantage_estimator
 from tirl.core.types import Trajectory
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ _STATE_VERSION = 1
 
 @dataclass(frozen=True)
 class VSPOConfig:
-    """VSPO options (METHOD.md section 4); the ablation grid is ``selection x clip``."""
+    """VSPO options (docs/algorithms.md, "VSPO"); the ablation grid is ``selection x clip``."""
 
     selection: str = field_("value", choices=("none", "random", "value"),
                             doc="which prompts refill dropped zero-advantage groups: value = "
@@ -232,7 +232,7 @@ _ENTRY_KEYS = tuple(f.name for f in dataclasses.fields(_Entry))
 
 
 class ValueTable:
-    """Per-prompt statistics for VSPO (METHOD.md 4.1, 4.3, 4.5).
+    """Per-prompt statistics for VSPO (docs/algorithms.md, VSPO steps 1, 3 and 5).
 
     Each entry holds the latest task value ``V``, its moving average over visits, the latest
     ``mu``/``sigma``, the step last seen, the number of visits, the steps at which it was
@@ -389,7 +389,7 @@ class ValueTable:
 def plan_replacement(*, groups: Sequence[GroupResult], table: ValueTable,
                      rng: np.random.Generator, step: int,
                      config: VSPOConfig | None = None) -> ReplacementPlan:
-    """Which groups to drop and which prompts refill them (METHOD.md 4.2, 4.4). Pure: reads
+    """Which groups to drop and which prompts refill them (docs/algorithms.md, VSPO steps 2 and 4). Pure: reads
     ``table`` (already updated with ``groups`` at ``step``), changes nothing but ``rng``.
 
     With ``selection == "none"`` nothing is dropped (plain GRPO). Otherwise every
@@ -454,18 +454,22 @@ def finalise_refill(*, groups: Sequence[GroupResult], plan: ReplacementPlan,
     return VSPOStepResult(groups=kept, select_counts=counts, metrics=metrics)
 
 
-def compute_advantages(*, result: VSPOStepResult, config: VSPOConfig, norm_std: bool = True,
+def compute_advantages(*, result: VSPOStepResult, config: VSPOConfig, estimator: str = "grpo",
                        eps: float = 1e-6) -> Tensor:
-    """GRPO advantages of the final batch (METHOD.md 4.6), value-clipped when ``clip`` is on.
+    """Group-relative advantages of the final batch (docs/algorithms.md, VSPO step 6), with the
+    sequence-level estimator registered as ``estimator`` ("grpo", or "drgrpo" without the std
+    division), value-clipped when ``clip`` is on.
 
-    Returns Tensor[N] (float32) in the order of ``result.trajectories()``; ``norm_std=False``
-    is Dr.GRPO.
+    Returns Tensor[N] (float32) in the order of ``result.trajectories()``.
     """
+    if ADVANTAGE_LEVELS.get(estimator) != "sequence":
+        raise ValueError(f"advantage estimator {estimator!r} is not a sequence-level one "
+                         f"(known: {sorted(k for k, v in ADVANTAGE_LEVELS.items() if v == 'sequence')})")
     if not result.groups:
         return torch.zeros(0)
     rewards = torch.tensor(result.rewards(), dtype=torch.float32)
     index = torch.tensor(result.group_index(), dtype=torch.long)
-    adv = grpo_advantage(rewards=rewards, group_index=index, eps=eps, norm_std=norm_std)
+    adv = get_advantage_estimator(estimator)(rewards=rewards, group_index=index, eps=eps)
     if config.clip_on:
         counts = torch.tensor(result.sample_counts(), dtype=torch.long)
         adv = value_clip_advantages(advantages=adv, counts=counts, a_max=config.a_max)

@@ -49,6 +49,7 @@ __all__ = [
     "SearchTool",
     "build_search_tool",
     "format_passages",
+    "passage_line",
     "truncate_text",
 ]
 
@@ -119,9 +120,19 @@ def truncate_text(text: str, max_tokens: int | None, tokenizer: Any = None) -> s
         return tokenizer.decode(ids[:max_tokens])
 
 
+def passage_line(rank: int, title: str, text: str) -> str:
+    """One passage as the tool lists it, ``rank`` counting from 1. The one definition of the
+    format: the tool, the SFT LM phase and the tokenizer texts all write passages with it.
+
+    >>> passage_line(2, "Rome", "Capital of Italy.")
+    'Doc 2 (Title: Rome) Capital of Italy.'
+    """
+    return f"Doc {rank} (Title: {title}) {text}"
+
+
 def format_passages(passages: Sequence[Passage], *, max_passage_tokens: int | None = None,
                     tokenizer: Any = None) -> str:
-    """Search-R1's passage listing, one ``Doc i (Title: t) text`` line per passage.
+    """Search-R1's passage listing, one :func:`passage_line` per passage.
 
     >>> format_passages([Passage("1", "Paris", "Capital of France."),
     ...                  Passage("2", "Rome", "Capital of Italy.")])
@@ -134,7 +145,7 @@ def format_passages(passages: Sequence[Passage], *, max_passage_tokens: int | No
         # Newlines inside a passage would break the one-line-per-doc layout.
         text = " ".join(truncate_text(p.text, max_passage_tokens, tokenizer).split())
         title = " ".join(p.title.split())
-        lines.append(f"Doc {i} (Title: {title}) {text}")
+        lines.append(passage_line(i, title, text))
     return "\n".join(lines)
 
 

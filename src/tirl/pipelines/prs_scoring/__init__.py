@@ -1,4 +1,4 @@
-"""The ``prs_scoring`` stage (METHOD.md section 3)."""
+"""The ``prs_scoring`` stage (docs/rewards.md)."""
 
 from tirl.pipelines.prs_scoring.pipeline import create_pipeline
 

@@ -8,49 +8,13 @@ from typing import Any
 import pandas as pd
 
 from tirl import tracking
-from tirl.core.agent.protocol import default_tools, with_system
+from tirl.core.agent.protocol import default_tools
 from tirl.core.config import build_config, to_dict
+from tirl.core.data.chats import chats_by_split, gold_chats, passage_texts
 from tirl.core.sft.config import SFTConfig
 from tirl.core.sft.loop import train_sft
-from tirl.pipelines.model_init.nodes import parse_messages
 
 log = logging.getLogger(__name__)
-
-
-def passage_texts(corpus: pd.DataFrame) -> list[str]:
-    """Corpus passages written the way the search tool shows them, for the LM phase."""
-    missing = [c for c in ("title", "text") if c not in corpus.columns]
-    if missing:
-        raise ValueError(f"corpus: missing columns {missing} (has {list(corpus.columns)})")
-    return [f"Doc 1 (Title: {t}) {x}" for t, x in zip(corpus["title"], corpus["text"])]
-
-
-def gold_chats(gold_trajectories: pd.DataFrame,
-               name: str = "gold_trajectories") -> list[list[dict[str, str]]]:
-    """Gold chats with the system prompt prepended (stored chats carry none)."""
-    missing = [c for c in ("id", "messages") if c not in gold_trajectories.columns]
-    if missing:
-        raise ValueError(f"{name}: missing columns {missing}")
-    return [with_system(parse_messages(m, f"{name} row id={i!r}"))
-            for i, m in zip(gold_trajectories["id"], gold_trajectories["messages"])]
-
-
-def chats_by_split(gold_trajectories: pd.DataFrame, questions: pd.DataFrame) -> dict[str, list]:
-    """Gold chats grouped by their question's split (gold rows of unknown questions fail)."""
-    missing = [c for c in ("id", "split") if c not in questions.columns]
-    if missing:
-        raise ValueError(f"questions: missing columns {missing}")
-    if "question_id" not in gold_trajectories.columns:
-        raise ValueError("gold_trajectories: missing column 'question_id'")
-    split_of = dict(zip(questions["id"], questions["split"]))
-    unknown = sorted(set(gold_trajectories["question_id"]) - set(split_of))
-    if unknown:
-        raise ValueError(f"gold_trajectories: {len(unknown)} rows refer to unknown question ids, "
-                         f"e.g. {unknown[:3]}")
-    out: dict[str, list] = {}
-    for qid, chat in zip(gold_trajectories["question_id"], gold_chats(gold_trajectories)):
-        out.setdefault(split_of[qid], []).append(chat)
-    return out
 
 
 def run_sft(base_model: dict[str, Any], gold_trajectories: pd.DataFrame,
