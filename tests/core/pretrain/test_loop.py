@@ -89,3 +89,55 @@ def test_pretrain_validates_and_a_killed_run_resumes_to_the_same_weights(tmp_pat
     assert summary_b["steps"] == 6 and summary_b["tokens"] == summary["tokens"]
     for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def _publish(model, tokenizer, summary, config, path):
+    """A finished base directory, as the pretrain stage's builtin_base writes it."""
+    from tirl.core.config import to_dict
+    from tirl.core.pretrain.card import card_files, pretraining_record
+
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    config_record = {**to_dict(config), "top_k": 3, "max_passage_tokens": None}
+    for name, text in card_files(pretraining_record({**summary, "config": config_record}, {})).items():
+        (path / name).write_text(text)
+
+
+def test_a_finished_base_continued_at_a_restart_equals_the_uninterrupted_run(tmp_path):
+    torch.set_num_threads(1)
+    restart = {"steps": 3, "context_weight": 0.0, "restart": True, "lr": 5e-3, "warmup_steps": 1}
+    # The first cycle ends mid-world (2 of its 3 batches): the restart starts a fresh world.
+    whole, _, summary = L.pretrain(tiny(tmp_path / "whole", phases=[{"steps": 2}, restart]))
+    cfg_a = tiny(tmp_path / "a", phases=[{"steps": 2}])
+    first, tokenizer, summary_a = L.pretrain(cfg_a)
+    _publish(first, tokenizer, summary_a, cfg_a, tmp_path / "base")
+    continued, _, summary_b = L.pretrain(tiny(tmp_path / "b", phases=[{"steps": 2}, restart],
+                                              continue_from=str(tmp_path / "base")))
+    assert summary_b["steps"] == 5 and summary_b["tokens"] == summary["tokens"]
+    assert summary_b["world_seeds"] == summary["world_seeds"] == [1_000_000, 1_000_001]
+    for a, b in zip(whole.state_dict().values(), continued.state_dict().values()):
+        assert torch.equal(a, b)
+    # The restart re-warms to its own peak: lr at its first step is lr / warmup_steps.
+    history = {h["step"]: h["pretrain/lr"] for h in summary["history"]}
+    assert history[3] == pytest.approx(5e-3)
+
+
+def test_continue_from_refuses_a_base_of_another_recipe_or_one_that_ends_off_a_restart(tmp_path):
+    torch.set_num_threads(1)
+    cfg = tiny(tmp_path / "a", phases=[{"steps": 2}])
+    model, tokenizer, summary = L.pretrain(cfg)
+    _publish(model, tokenizer, summary, cfg, tmp_path / "base")
+    restart = {"steps": 1, "restart": True}
+    with pytest.raises(ValueError, match=r"another recipe \(differs in \['lr'\]\)"):
+        L.pretrain(tiny(tmp_path / "b", lr=1e-3, phases=[{"steps": 2}, restart],
+                        continue_from=str(tmp_path / "base")))
+    with pytest.raises(ValueError, match="ended at step 2, where no phase with restart"):
+        L.pretrain(tiny(tmp_path / "c", phases=[{"steps": 1}, {"steps": 2, "restart": True}],
+                        continue_from=str(tmp_path / "base")))
+    with pytest.raises(ValueError, match=r"another recipe \(differs in \['phases'\]\)"):
+        L.pretrain(tiny(tmp_path / "f", phases=[{"steps": 1}, {"steps": 1}, restart],
+                        continue_from=str(tmp_path / "base")))
+    with pytest.raises(ValueError, match="pretraining.json does not exist"):
+        L.pretrain(tiny(tmp_path / "d", phases=[{"steps": 2}, restart], continue_from=str(tmp_path)))
+    with pytest.raises(ConfigError, match="restart: true"):
+        tiny(tmp_path / "e", phases=[{"steps": 2, "lr": 1e-3}])

@@ -27,14 +27,13 @@ from tirl.core.agent.env import AgentConfig, Sampling
 from tirl.core.data.chats import chats_with_qtype
 from tirl.core.data.gold import searched_gold_trajectories
 from tirl.core.eval.run import EvalConfig, run_evaluation
+from tirl.core.pretrain.card import PRETRAINING_FILE
 from tirl.core.pretrain.stream import ChatEncoder
 from tirl.core.pretrain.validation import turn_accuracy
 from tirl.core.tools.search import build_search_tool
 from tirl.core.world.generator import WorldConfig, generate_world
 
 PROBE_QTYPES = ("single_hop", "bridge", "comparison")
-#: What the model directory of a pretrained built-in base records about its pretraining.
-PRETRAINING_FILE = "pretraining.json"
 
 
 def seen_seeds(record: Mapping[str, Any]) -> list[tuple[int, int]]:

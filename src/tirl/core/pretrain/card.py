@@ -11,6 +11,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+#: What the model directory of a pretrained built-in base records about its pretraining.
+PRETRAINING_FILE = "pretraining.json"
+
 #: Probe figures the card tabulates, in this order.
 CARD_METRICS = ("query_match", "em_given_gold_search", "em_given_gold_search/single_hop",
                 "em/single_hop", "em/bridge", "em/comparison", "em")

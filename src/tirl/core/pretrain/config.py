@@ -35,6 +35,19 @@ class PhaseConfig:
     world: dict[str, Any] = field_(
         default_factory=dict, doc="WorldConfig overrides for the worlds of this phase "
                                   "(e.g. distractor_fraction), over pretrain.world")
+    restart: bool = field_(
+        False, doc="start a new learning-rate cycle here (warm restart): fresh AdamW moments, "
+                   "warmup, then cosine decay to the end of the cycle, on a fresh block of "
+                   "worlds. A finished base can be continued at a restart (continue_from)")
+    lr: float | None = field_(None, doc="peak lr of the cycle this phase starts (restart "
+                                        "only; null = pretrain.lr)", gt=0)
+    warmup_steps: int | None = field_(None, doc="warmup steps of the cycle this phase starts "
+                                                "(restart only; null = pretrain.warmup_steps)", ge=0)
+
+    def __post_init__(self) -> None:
+        if not self.restart and (self.lr is not None or self.warmup_steps is not None):
+            raise ValueError("pretrain.phases: lr and warmup_steps belong to a phase with "
+                             "restart: true (they set the cycle it starts)")
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,11 @@ class PretrainConfig:
         "data/06_models/checkpoints/pretrain", doc="resumable checkpoints (null = none)")
     checkpoint_every: int = field_(250, doc="checkpoint every this many steps", ge=1)
     resume: bool = field_(True, doc="continue from the newest checkpoint in checkpoint_dir")
+    continue_from: str | None = field_(
+        None, doc="a base this recipe already produced (model directory with pretraining.json) "
+                  "to continue from when checkpoint_dir holds no checkpoint: its steps must end "
+                  "where a restart phase begins and its recorded recipe must equal this one "
+                  "before that phase, so the result is the one the uninterrupted run gives")
     log_every: int = field_(25, doc="log a line every this many steps", ge=1)
     threads: int | None = field_(None, doc="torch CPU threads (null = torch's default)")
     probe: ProbeConfig = field_(default_factory=ProbeConfig, doc="the model card's reading probe")
@@ -104,6 +122,27 @@ class PretrainConfig:
     @property
     def total_steps(self) -> int:
         return sum(p.steps for p in self.phases)
+
+    def phase_starts(self) -> list[int]:
+        """The first step of each phase."""
+        starts, step = [], 0
+        for phase in self.phases:
+            starts.append(step)
+            step += phase.steps
+        return starts
+
+    def cycle_at(self, step: int) -> tuple[int, int, int, float, int]:
+        """``(index, first_step, end_step, peak_lr, warmup)`` of the learning-rate cycle that
+        holds ``step``: the first phase and every ``restart`` phase begin one."""
+        starts = self.phase_starts()
+        bounds = [i for i, p in enumerate(self.phases) if i == 0 or p.restart]
+        index = max(j for j, i in enumerate(bounds) if starts[i] <= step or i == 0)
+        first = bounds[index]
+        end = starts[bounds[index + 1]] if index + 1 < len(bounds) else self.total_steps
+        phase = self.phases[first]
+        lr = phase.lr if phase.restart and phase.lr is not None else self.lr
+        warmup = phase.warmup_steps if phase.restart and phase.warmup_steps is not None else self.warmup_steps
+        return index, starts[first], end, lr, warmup
 
 
 def pretrain_seeds(first_seed: int, n_worlds: int, reserved: tuple[int, ...] | list[int],

@@ -8,17 +8,22 @@ within it) reads exactly the chats the uninterrupted run would have read.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import random
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from tirl.core.modeling.factory import build_model, train_tokenizer
+from tirl.core.config import build_config, to_dict
+from tirl.core.modeling.factory import build_model, load_model, train_tokenizer
 from tirl.core.modeling.prefix import MIN_SHARED_PREFIX, common_prefix_len, lm_loss
+from tirl.core.pretrain.card import PRETRAINING_FILE
 from tirl.core.pretrain.config import PretrainConfig, pretrain_seeds
 from tirl.core.pretrain.validation import turn_accuracy
 from tirl.core.pretrain.stream import (
@@ -88,7 +93,7 @@ def pretrain(config: PretrainConfig, *, top_k: int = 3, max_passage_tokens: int 
     """
     if config.threads:
         torch.set_num_threads(config.threads)
-    model, tokenizer, optimizer, state = _start(config, top_k)
+    model, tokenizer, optimizer, state = _start(config, top_k, max_passage_tokens)
     encoder = ChatEncoder(tokenizer)
     val = _val_examples(config, encoder, top_k, max_passage_tokens)
     meter = _Meter(config, state, sum(p.numel() for p in model.parameters()), on_metrics)
@@ -106,13 +111,22 @@ def pretrain(config: PretrainConfig, *, top_k: int = 3, max_passage_tokens: int 
 
     model.train()
     while state["step"] < config.total_steps:
+        cycle = config.cycle_at(state["step"])[0]
+        if cycle != state["cycle"]:
+            # A warm restart: fresh AdamW moments and a fresh block of worlds, so a finished
+            # base continued here (continue_from) trains exactly as the uninterrupted run.
+            optimizer = _optimizer(model, config)
+            state["cycle"] = cycle
+            if state["batch"]:
+                state["block"], state["batch"] = state["block"] + 1, 0
         # A block's worlds follow the phase of its first step, also when a run resumes mid-block.
         state["block_phase"] = state["block_phase"] if state["batch"] else _phase_at(config, state["step"])
         _, examples = next(iter_blocks(first_seed=config.first_seed, start_block=state["block"],
                                        worlds_per_block=config.worlds_per_block,
                                        make_examples=make_examples))
         batches = block_batches(examples, config.batch_size, seed=config.seed * 1_000_003 + state["block"])
-        while state["batch"] < len(batches) and state["step"] < config.total_steps:
+        while (state["batch"] < len(batches) and state["step"] < config.total_steps
+               and config.cycle_at(state["step"])[0] == cycle):
             _train_step(model, optimizer, config, state,
                         [examples[i] for i in batches[state["batch"]]], tokenizer.pad_token_id)
             state["batch"] += 1
@@ -129,12 +143,17 @@ def pretrain(config: PretrainConfig, *, top_k: int = 3, max_passage_tokens: int 
     return model, tokenizer, _summary(config, state, meter, len(tokenizer))
 
 
-def _start(config: PretrainConfig, top_k: int) -> tuple[Any, Any, torch.optim.Optimizer, dict[str, Any]]:
+def _start(config: PretrainConfig, top_k: int,
+           max_passage_tokens: int | None) -> tuple[Any, Any, torch.optim.Optimizer, dict[str, Any]]:
     """A fresh model, or the newest checkpoint's, with its optimiser, progress and RNG."""
     torch.manual_seed(config.seed)
     resumed = ckpt.load_latest(config.checkpoint_dir) if config.resume else None
-    state = {"step": 0, "block": 0, "batch": 0, "block_phase": 0, "tokens": 0,
+    state = {"step": 0, "block": 0, "batch": 0, "block_phase": 0, "cycle": 0, "tokens": 0,
              "computed_tokens": 0, "seconds": 0.0, "history": [], "val": []}
+    if resumed is None and config.continue_from:
+        model, tokenizer, state = _continue_state(
+            config, state, {"top_k": top_k, "max_passage_tokens": max_passage_tokens})
+        return model, tokenizer, _optimizer(model, config), state
     if resumed is None:
         model, tokenizer = build_builtin_base(config, top_k)
         return model, tokenizer, _optimizer(model, config), state
@@ -147,6 +166,45 @@ def _start(config: PretrainConfig, top_k: int) -> tuple[Any, Any, torch.optim.Op
     ckpt.set_rng_state(resumed.state["rng"])
     log.info("pretrain: resuming from %s (step %d)", resumed.path, resumed.step)
     return model, tokenizer, optimizer, state
+
+
+#: Keys of a recorded recipe that do not change what the weights become.
+_NOT_RECIPE = ("continue_from", "checkpoint_dir", "checkpoint_every", "resume", "log_every",
+               "threads", "probe", "phases", "val_chats", "eval_every")
+
+
+def _continue_state(config: PretrainConfig, fresh: dict[str, Any],
+                    search: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """Model, tokenizer and progress of the finished base ``continue_from``, checked to be a
+    prefix of this recipe that ends where a restart phase begins (ValueError otherwise)."""
+    path = Path(config.continue_from) / PRETRAINING_FILE
+    if not path.is_file():
+        raise ValueError(f"pretrain.continue_from: {path} does not exist (a base this recipe "
+                         "produced has a pretraining.json)")
+    record = json.loads(path.read_text())
+    steps = int(record["steps"])
+    starts = config.phase_starts()
+    restarts = [i for i, p in enumerate(config.phases) if p.restart and starts[i] == steps]
+    if not restarts:
+        raise ValueError(f"pretrain.continue_from: {path} ended at step {steps}, where no phase "
+                         f"with restart: true begins (phases begin at steps {starts})")
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+    recorded = build_config(PretrainConfig, {k: v for k, v in record["config"].items() if k in fields},
+                            f"{path}:config")
+    mine, theirs = {**to_dict(config), **search}, {**to_dict(recorded), **{k: record["config"].get(k) for k in search}}
+    differ = sorted(k for k in mine if k not in _NOT_RECIPE and mine[k] != theirs[k])
+    if differ or recorded.phases != config.phases[:restarts[0]]:
+        raise ValueError(f"pretrain.continue_from: {path} was trained with another recipe "
+                         f"(differs in {differ or ['phases']}): continuing it would not give "
+                         "what this recipe gives")
+    model, tokenizer = load_model(config.continue_from)
+    last_seed = int(record["world_seeds"][1])
+    state = {**fresh, "step": steps, "block": (last_seed - config.first_seed + 1) // config.worlds_per_block,
+             "batch": 0, "cycle": config.cycle_at(steps)[0] - 1, "tokens": int(record["tokens"]),
+             "computed_tokens": int(record.get("computed_tokens", 0)),
+             "seconds": float(record["seconds"]), "val": list(record.get("val", []))}
+    log.info("pretrain: continuing %s from step %d (block %d)", config.continue_from, steps, state["block"])
+    return model, tokenizer, state
 
 
 class _Meter:
@@ -231,10 +289,11 @@ def _val_examples(config: PretrainConfig, encoder: ChatEncoder, top_k: int,
 def _train_step(model: Any, optimizer: torch.optim.Optimizer, config: PretrainConfig,
                 state: dict[str, Any], examples: list[WeightedExample], pad_id: int) -> None:
     phase = config.phases[_phase_at(config, state["step"])]
-    scale = lr_at(state["step"], total=config.total_steps, warmup=config.warmup_steps,
+    _, first, end, peak, warmup = config.cycle_at(state["step"])
+    scale = lr_at(state["step"] - first, total=end - first, warmup=warmup,
                   schedule="cosine", min_ratio=config.min_lr_ratio)
     for group in optimizer.param_groups:
-        group["lr"] = config.lr * scale
+        group["lr"] = peak * scale
     batch = collate_weighted(examples, pad_id, phase.context_weight)
     # The system turn opens every chat: lm_loss runs it once per batch (modeling.prefix).
     loss = lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["weights"])
@@ -250,7 +309,7 @@ def _train_step(model: Any, optimizer: torch.optim.Optimizer, config: PretrainCo
     state["computed_tokens"] = state.get("computed_tokens", 0) + \
         int(batch["attention_mask"].sum()) - (len(examples) - 1) * shared
     state["last_loss"] = float(loss.detach())
-    state["last_lr"] = config.lr * scale
+    state["last_lr"] = peak * scale
 
 
 def _save(config: PretrainConfig, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer,
