@@ -13,7 +13,7 @@ install:
 	@bash scripts/bootstrap.sh
 
 run: install
-	$(VENV)/kedro run --pipeline=$(PIPELINE)
+	$(VENV)/kedro run --pipelines=$(PIPELINE)
 
 # Default test run: everything not marked slow/gpu, two workers (CI has 2 cores).
 test: install
@@ -36,5 +36,5 @@ repro: install
 # The comparison study (conf/study, docs/results.md) from the warm start in data/06_models/sft
 # (run `make run` first): every variant x 3 seeds, then the ablation. About 1-2 hours on CPU.
 study: install
-	KEDRO_ENV=study $(VENV)/kedro run --pipeline=compare --from-inputs=sft_model,params:experiments
-	KEDRO_ENV=study $(VENV)/kedro run --pipeline=vspo_ablation --from-inputs=sft_model,params:experiments
+	KEDRO_ENV=study $(VENV)/kedro run --pipelines=compare --from-inputs=sft_model,params:experiments
+	KEDRO_ENV=study $(VENV)/kedro run --pipelines=vspo_ablation --from-inputs=sft_model,params:experiments

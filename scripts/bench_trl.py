@@ -113,7 +113,7 @@ def run_ours(model, tok, ids, prompts, args) -> dict:
             "rollout_s": statistics.median(h["time/rollout_s"] for h in rest),
             "update_s": statistics.median(h["time/update_s"] for h in rest),
             "update_tokens_per_s": statistics.median(h["perf/update_tokens_per_s"] for h in rest),
-            "completion_tokens": statistics.median(h["rollout/response_tokens"] for h in rest)}
+            "completion_tokens": statistics.median(h["rollout/generated_tokens_mean"] for h in rest)}
 
 
 def run_trl(model, tok, prompts, args) -> dict:

@@ -18,7 +18,7 @@ lowers the loss (validation is measured on the original chats and on renamed one
     .venv/bin/python scripts/copy_curve.py [--rename] [--steps 1000] [--every 250]
         [--precision fp32|bf16] [--data data] [--params conf/base/parameters_sft.yml] [--out FILE]
 
-Needs the outputs of ``kedro run --pipeline=data_prep`` and ``--pipeline=model_init``.
+Needs the outputs of ``kedro run --pipelines=data_prep`` and ``--pipelines=model_init``.
 """
 
 from __future__ import annotations
@@ -142,11 +142,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     def on_metrics(metrics: Mapping[str, float], step: int) -> None:
         # Called after each optimiser step (global numbering: LM steps come first).
-        if "sft/pretrain/loss" not in metrics:
+        if "pretrain/loss" not in metrics:
             return
-        trained[0] += metrics["sft/pretrain/tokens"] / metrics["sft/pretrain/tokens_per_s"]
+        trained[0] += metrics["pretrain/tokens"] / metrics["pretrain/tokens_per_s"]
         if (step + 1) % args.every == 0 or step + 1 == args.steps:
-            measure(step + 1, round(metrics["sft/pretrain/loss"], 3))
+            measure(step + 1, round(metrics["pretrain/loss"], 3))
 
     measure(0, None)
     train_sft(model, tok, train, config, tools=default_tools(),

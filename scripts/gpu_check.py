@@ -429,7 +429,7 @@ def _median(history: list[dict[str, Any]], key: str) -> float | None:
 
 def phase_summary(history: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
     """Steps, median step seconds and tokens/s, first and last loss of the SFT phase whose
-    metric keys start with ``prefix`` (``sft/pretrain/``: the LM phase; ``sft/``: SFT)."""
+    metric keys start with ``prefix`` (``pretrain/``: the LM phase; ``""``: SFT)."""
     rows = [h for h in history if f"{prefix}loss" in h]
     return {"steps": len(rows), "step_s_median": _median(rows, "wall_s"),
             "tokens_per_s_median": _median(rows, f"{prefix}tokens_per_s"),
@@ -483,7 +483,7 @@ def section_sft(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
                       on_metrics=_time_guard(pre_end, history))
         except TimeUp as exc:
             stopped["pretrain"] = str(exc)
-        history = [h for h in history if "sft/pretrain/loss" in h]
+        history = [h for h in history if "pretrain/loss" in h]
     try:
         model, summary = train_sft(model, tokenizer, chats, replace(cfg, pretrain_steps=0),
                                    tools=default_tools(), accelerator=acc,
@@ -498,7 +498,7 @@ def section_sft(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     ctx["model"] = model
     res = {"precision": cfg.precision, "chats": len(chats), "config": to_dict(cfg),
            "wall_s": round(wall, 2), "stopped_early": stopped or None, "summary": summary,
-           "pretrain": phase_summary(history, "sft/pretrain/"), "sft": phase_summary(history, "sft/")}
+           "pretrain": phase_summary(history, "pretrain/"), "sft": phase_summary(history, "")}
     say(f"sft: {res['pretrain']['steps']} LM + {res['sft']['steps']} SFT steps, loss "
         f"{res['sft']['loss_first']} -> {res['sft']['loss_last']}, "
         f"{res['sft']['tokens_per_s_median']} tok/s")
@@ -829,7 +829,7 @@ def key_figures(sections: dict[str, Any]) -> dict[str, Any]:
         "pretrained_found": get("models_found", "chosen"),
         "sft_tokens_per_s": get("sft", "sft", "tokens_per_s_median"),
         "sft_loss": [get("sft", "sft", "loss_first"), get("sft", "sft", "loss_last")],
-        "sft_probe_toolcall_wellformed": get("sft", "summary", "sft/probe/val/toolcall_wellformed"),
+        "sft_probe_toolcall_wellformed": get("sft", "summary", "probe/val/toolcall_wellformed"),
         "rl_steps": get("rl", "steps_done"), "rl_steps_with_update": get("rl", "steps_with_update"),
         "rl_step_s": get("rl", "medians", "time/step_s"),
         "rl_tokens_per_s": get("rl", "medians", "perf/tokens_per_s"),

@@ -62,7 +62,7 @@ def main() -> None:
     from tirl.pipelines.data_prep import nodes as dp
     from tirl.pipelines.model_init.nodes import init_model
     from tirl.pipelines.sft.nodes import run_sft
-    from tirl.pipelines.vspo_update.nodes import run_vspo_update
+    from tirl.pipelines.rl.nodes import run_rl
 
     t0 = time.perf_counter()
     dp_params = params("data_prep")
@@ -81,7 +81,7 @@ def main() -> None:
     sft_model, sft_metrics = run_sft(base, gold, practice, corpus, questions, sft_params)
     t_sft = time.perf_counter() - t0
 
-    rl_params = params("vspo_update")
+    rl_params = params("rl")
     rl_params["run_name"] = f"train_demo_{args.algorithm}_{args.reward}"
     rl_params["resume"] = False
     rl_params["train"] = {**rl_params["train"], "algorithm": args.algorithm, "reward": args.reward}
@@ -92,7 +92,7 @@ def main() -> None:
                          args.eval_n, search)
     log.info("held-out before RL: %s", before)
     t1 = time.perf_counter()
-    rl_model, history = run_vspo_update(sft_model, questions, corpus, rl_params, agent)
+    rl_model, history = run_rl(sft_model, questions, corpus, rl_params, agent)
     t_rl = time.perf_counter() - t1
     after = held_out_em(rl_model["model"], rl_model["tokenizer"], questions, corpus,
                         args.eval_n, search)

@@ -1,6 +1,6 @@
 """dvc.yaml stays in step with the Kedro project it drives.
 
-Each DVC stage runs ``kedro run --pipeline=P [--nodes=...] [--tags=...]``. From that command the
+Each DVC stage runs ``kedro run --pipelines=P [--nodes=...] [--tags=...]``. From that command the
 tests rebuild the Kedro node selection and check, against the catalog and parameter files:
 - the stage's outs/metrics/plots are exactly the catalog paths those nodes write;
 - every persisted dataset they read is a dep (the file, or a folder holding it);
@@ -41,7 +41,7 @@ ENTRY_MODULES = {
     "data_prep": ["tirl.pipelines.data_prep.pipeline"],
     "model_init": ["tirl.pipelines.model_init.pipeline"],
     "sft": ["tirl.pipelines.sft.pipeline"],
-    "rl": ["tirl.pipelines.vspo_update.nodes", "tirl.variants"],
+    "rl": ["tirl.pipelines.rl.nodes", "tirl.variants"],
     "evaluation": ["tirl.pipelines.evaluation.nodes", "tirl.variants"],
     "evaluation_sft_only": ["tirl.pipelines.evaluation.nodes", "tirl.variants"],
     "report": ["tirl.pipelines.report.pipeline"],
@@ -176,14 +176,14 @@ def dataset_types(resolver: Any, name: str) -> list[str]:
 
 
 def parse_cmd(cmd: str) -> dict[str, Any]:
-    """``kedro run --pipeline=P --nodes=a,b --tags=t`` -> {"pipeline", "nodes", "tags", ...}."""
+    """``kedro run --pipelines=P --nodes=a,b --tags=t`` -> {"pipeline", "nodes", "tags", ...}."""
     args = shlex.split(cmd)
     assert args[:2] == ["kedro", "run"], f"stage command must be `kedro run ...`: {cmd!r}"
     opts: dict[str, Any] = {"pipeline": "__default__", "nodes": [], "tags": [], "params": {},
                             "other": []}
     for arg in args[2:]:
         key, _, value = arg.partition("=")
-        if key in ("--pipeline", "-p"):
+        if key == "--pipelines":  # --pipeline (-p) is deprecated in Kedro 1.7
             opts["pipeline"] = value
         elif key in ("--nodes", "-n"):
             opts["nodes"] += [v for v in value.split(",") if v]

@@ -9,6 +9,7 @@ the stage pipelines then run on its outputs.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def compared(project: Path) -> Path:
-    _kedro(project, "--pipeline=compare")
+    _kedro(project, "--pipelines=compare")
     return project
 
 
@@ -74,13 +75,13 @@ def test_registry_lists_every_pipeline():
     assert pipelines["__default__"] is pipelines["vspo_prs"]
     # the default chain is the whole method: data prep -> SFT -> RL -> evaluation
     names = {n.name for n in pipelines["vspo_prs"].nodes}
-    assert {"publish", "init_model", "run_sft", "vspo_prs.seed0.train_policy",
+    assert {"publish", "init_model", "run_sft", "vspo_prs.seed0.rl",
             "vspo_prs.seed0.evaluate"} <= names
     # compare shares data prep and SFT: each shared node appears once
     compare = [n.name for n in pipelines["compare"].nodes]
     assert compare.count("run_sft") == 1 and len(compare) == len(set(compare))
-    assert {f"{v}.seed0.train_policy" for v in VARIANTS} <= set(compare)
-    assert {f"{v}.seed0.train_policy" for v in ABLATION} <= \
+    assert {f"{v}.seed0.rl" for v in VARIANTS} <= set(compare)
+    assert {f"{v}.seed0.rl" for v in ABLATION} <= \
         {n.name for n in pipelines["vspo_ablation"].nodes}
 
 
@@ -103,9 +104,9 @@ def test_seed_lists_come_from_the_chosen_environment(tmp_path: Path, monkeypatch
     assert (seeds, ablation) == ([0, 1, 2], [5])
     chains = experiment_pipelines(stage_pipelines(), seeds, ablation)
     compare = {n.name for n in chains["compare"].nodes}
-    assert {f"vspo_prs.seed{k}.train_policy" for k in (0, 1, 2)} <= compare
-    assert {n.name for n in chains["vspo_ablation"].nodes if n.name.endswith("train_policy")} == \
-        {f"{v}.seed5.train_policy" for v in ABLATION}
+    assert {f"vspo_prs.seed{k}.rl" for k in (0, 1, 2)} <= compare
+    assert {n.name for n in chains["vspo_ablation"].nodes if n.name.endswith(".rl")} == \
+        {f"{v}.seed5.rl" for v in ABLATION}
     (tmp_path / "study" / "parameters_experiments.yml").write_text("experiments:\n  seeds: []\n")
     with pytest.raises(ValueError, match="experiments.seeds"):
         configured_seeds(tmp_path)
@@ -168,16 +169,32 @@ def test_compare_mlflow_structure(compared: Path):
             assert child.data.params["train.algorithm"] == VARIANTS[child.info.run_name]["algorithm"]
 
 
-@pytest.mark.parametrize("stage", ["rollout", "prs_scoring", "evaluation", "report", "sft_only"])
+@pytest.mark.parametrize("stage", ["inspect_rollouts", "inspect_rewards", "evaluation", "report", "sft_only"])
 def test_stage_pipelines_run_on_compare_outputs(compared: Path, stage: str):
-    _kedro(compared, f"--pipeline={stage}")
+    _kedro(compared, f"--pipelines={stage}")
+
+
+def _documented_metrics() -> list[re.Pattern]:
+    """The names in the first column of docs/metrics.md's tables; ``<x>`` matches one path part."""
+    names = re.findall(r"^\| `([^`]+)` \|", (ROOT / "docs" / "metrics.md").read_text(), flags=re.M)
+    return [re.compile("^" + re.sub(r"<[^>]+>", "[^/]+", re.escape(n)) + "$") for n in names]
+
+
+def test_every_logged_metric_is_documented(compared: Path):
+    # Runs after the stage pipelines above (one file runs in one worker, in order): the
+    # compare run, its children and every stage's run.
+    patterns = _documented_metrics()
+    logged = {k for run in _runs(compared) for k in run.data.metrics}
+    assert any(k.startswith("rl/") for k in logged) and any(k.startswith("inspect_rewards/") for k in logged)
+    undocumented = sorted(k for k in logged if not any(p.match(k) for p in patterns))
+    assert not undocumented, f"logged but not in docs/metrics.md: {undocumented}"
 
 
 @pytest.mark.slow
-def test_vspo_update_and_ablation(compared: Path):
-    _kedro(compared, "--pipeline=vspo_update")
+def test_rl_and_ablation(compared: Path):
+    _kedro(compared, "--pipelines=rl")
     assert (compared / "data/06_models/rl").exists()
-    _kedro(compared, "--pipeline=vspo_ablation")
+    _kedro(compared, "--pipelines=vspo_ablation")
     assert (compared / "data/08_reporting/vspo_ablation/ablation.md").read_text().count("|") > 4
 
 
@@ -189,7 +206,7 @@ def test_each_variant_chain_alone(tmp_path_factory, variant: str):
     (project / "conf" / "local").mkdir()
     shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
     (project / "src").mkdir()
-    _kedro(project, f"--pipeline={variant}")
+    _kedro(project, f"--pipelines={variant}")
     assert (project / f"data/08_reporting/evaluation/{variant}/seed0/summary.csv").exists()
     table = pd.read_csv(project / f"data/08_reporting/{variant}/comparison.csv")
     assert set(table["variant"]) == {SFT_ONLY, variant}
@@ -205,7 +222,7 @@ def test_pretrain_writes_a_base_that_transformers_loads_and_generates(project: P
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _kedro(project, "--pipeline=pretrain")
+    _kedro(project, "--pipelines=pretrain")
     out = project / "data" / "06_models" / "builtin-test"  # conf/test: never models/builtin
     assert not (project / "models" / "builtin").exists()
     tok = AutoTokenizer.from_pretrained(out)

@@ -12,7 +12,7 @@ def test_metrics_logger_without_run_is_noop():
 
 def test_metrics_logger_drops_non_finite(store):
     with mlflow.start_run() as run:
-        tracking.make_metrics_logger("sft/")({"loss": 1.5, "bad": float("nan"), "s": "x"}, 3)
+        tracking.make_metrics_logger("sft")({"loss": 1.5, "bad": float("nan"), "s": "x"}, 3)
     data = mlflow.get_run(run.info.run_id).data
     assert data.metrics == {"sft/loss": 1.5}
 

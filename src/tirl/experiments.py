@@ -1,13 +1,13 @@
 """The experiment chains: the method, its baselines, the comparison and the ablation.
 
-Each *variant* is the RL stage (``vspo_update``) with a few options fixed, followed by the
+Each *variant* is the RL stage (``rl``) with a few options fixed, followed by the
 ``evaluation`` stage on its checkpoint. The chains reuse the stage node functions; only the
 wiring lives here:
 
     data_prep -> model_init -> sft -> [per variant x seed: rl -> evaluation] -> report
 
 A single variant's chain also evaluates the SFT checkpoint (``sft_only``) and reports the two
-side by side, so ``kedro run --pipeline=vspo_prs`` shows the gain of RL over its warm start.
+side by side, so ``kedro run --pipelines=vspo_prs`` shows the gain of RL over its warm start.
 
 Datasets of a variant run are namespaced ``<variant>.seed<k>.<name>`` (paths in
 ``conf/base/catalog_experiments.yml``), so ``compare`` computes the shared stages once and every
@@ -20,13 +20,12 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import pandas as pd
 from kedro.pipeline import Node, Pipeline, node, pipeline
 
 from tirl import tracking
 from tirl.pipelines.evaluation.nodes import evaluate_model
 from tirl.pipelines.report.pipeline import report_pipeline
-from tirl.pipelines.vspo_update.nodes import run_vspo_update
+from tirl.pipelines.rl.nodes import run_rl
 from tirl.variants import ABLATION, SFT_ONLY, VARIANTS, RunKey
 
 SHARED_STAGES = ("data_prep", "model_init", "sft")
@@ -50,9 +49,9 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 def _variant_params_node(run: RunKey, overrides: Mapping[str, Any]) -> Callable[..., dict]:
     def variant_params(base: Mapping[str, Any], experiments: Mapping[str, Any]) -> dict:
-        """The ``vspo_update`` parameters of this variant: stage defaults, then the variant's
+        """The ``rl`` parameters of this variant: stage defaults, then the variant's
         training options, then ``experiments.overrides.<variant>`` (same shape as
-        ``vspo_update``), then the seed and a checkpoint folder of its own."""
+        ``rl``), then the seed and a checkpoint folder of its own."""
         merged = deep_merge(base, {"train": overrides})
         merged = deep_merge(merged, (experiments.get("overrides") or {}).get(run.variant) or {})
         merged.setdefault("train", {})["seed"] = run.seed
@@ -82,18 +81,11 @@ def _tracked_node(fn: Callable[..., Any], inputs: Sequence[str], outputs: Sequen
     return node(wrapped, inputs, outputs, name=name, tags=tags)
 
 
-def train_policy(*args: Any) -> tuple[Any, pd.DataFrame]:
-    """:func:`~tirl.pipelines.vspo_update.nodes.run_vspo_update`, its history as a table (the
-    chains save it as CSV, per run)."""
-    model, history = run_vspo_update(*args)
-    return model, pd.DataFrame(history)
-
-
 def variant_pipeline(variant: str, overrides: Mapping[str, Any], seeds: Sequence[int]
                      ) -> Pipeline:
     """RL + evaluation of one variant for each seed, namespaced ``<variant>.seed<k>``."""
     shared_inputs = {"sft_model", "questions", "corpus"}
-    shared_params = {"params:vspo_update", "params:experiments", "params:evaluation", "params:agent"}
+    shared_params = {"params:rl", "params:experiments", "params:evaluation", "params:agent"}
     out = Pipeline([])
     for seed in seeds:
         run = RunKey(variant, seed)
@@ -102,11 +94,11 @@ def variant_pipeline(variant: str, overrides: Mapping[str, Any], seeds: Sequence
         rl_out = ["rl_model", "rl_history"]
         inner = Pipeline([
             node(_variant_params_node(run, overrides),
-                 ["params:vspo_update", "params:experiments"], "rl_params",
+                 ["params:rl", "params:experiments"], "rl_params",
                  name="variant_params", tags=["rl", variant]),
-            _tracked_node(train_policy,
+            _tracked_node(run_rl,
                           ["sft_model", "questions", "corpus", "rl_params", "params:agent"],
-                          rl_out, logged_params="rl_params", name="train_policy",
+                          rl_out, logged_params="rl_params", name="rl",
                           tags=["rl", variant], **tracked),
             _tracked_node(evaluate_model,
                           ["rl_model", "questions", "corpus", "params:evaluation", "params:agent"],

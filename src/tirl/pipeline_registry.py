@@ -12,11 +12,11 @@ from tirl.pipelines import (
     evaluation,
     model_init,
     pretrain,
-    prs_scoring,
+    inspect_rewards,
     report,
-    rollout,
+    inspect_rollouts,
     sft,
-    vspo_update,
+    rl,
 )
 from tirl.variants import configured_seeds
 
@@ -28,9 +28,9 @@ STAGE_BUILDERS: dict[str, Callable[[], Pipeline]] = {
     "data_prep": data_prep.create_pipeline,
     "model_init": model_init.create_pipeline,
     "sft": sft.create_pipeline,
-    "rollout": rollout.create_pipeline,
-    "prs_scoring": prs_scoring.create_pipeline,
-    "vspo_update": vspo_update.create_pipeline,
+    "inspect_rollouts": inspect_rollouts.create_pipeline,
+    "inspect_rewards": inspect_rewards.create_pipeline,
+    "rl": rl.create_pipeline,
     "evaluation": evaluation.create_pipeline,
     "report": report.create_pipeline,
 }
@@ -42,7 +42,7 @@ def stage_pipelines() -> dict[str, Pipeline]:
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Stages (``data_prep``, ``sft``, ``vspo_update``, ...) and chains (``vspo_prs``, the
+    """Stages (``data_prep``, ``sft``, ``rl``, ...) and chains (``vspo_prs``, the
     baselines, ``compare``, ``vspo_ablation``). The default is the method: ``vspo_prs``."""
     pipelines = stage_pipelines()
     pipelines.update(experiment_pipelines(pipelines, configured_seeds(),

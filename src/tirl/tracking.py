@@ -29,14 +29,35 @@ def set_tags(tags: Mapping[str, str]) -> None:
         mlflow.set_tags(dict(tags))
 
 
-def make_metrics_logger(prefix: str = "") -> MetricsCallback:
-    """A callback that logs a step's finite scalar metrics to the active run.
+#: The MLflow namespace of each stage's metrics: the one place a metric prefix is set. Core
+#: code emits unprefixed names (``loss``, ``reward/mean``); a stage's node logs them under its
+#: prefix. (Evaluation keeps ``eval/``: the name the report, the notebook and the compare view
+#: query.)
+STAGE_PREFIXES = {"pretrain": "pretrain/", "sft": "sft/", "rl": "rl/", "evaluation": "eval/",
+                  "inspect_rewards": "inspect_rewards/"}
 
-    ``prefix`` namespaces the keys (e.g. ``"sft/"``) so stages do not collide in one run.
-    """
+
+def stage_prefix(stage: str | None) -> str:
+    """``"rl/"`` for ``"rl"``; ``""`` for None (keys already namespaced by the caller)."""
+    if stage is None:
+        return ""
+    if stage not in STAGE_PREFIXES:
+        raise ValueError(f"no metric prefix for stage {stage!r} (known: {sorted(STAGE_PREFIXES)})")
+    return STAGE_PREFIXES[stage]
+
+
+def prefixed(metrics: Mapping[str, Any], stage: str | None) -> dict[str, Any]:
+    """``metrics`` with the keys under ``stage``'s prefix."""
+    prefix = stage_prefix(stage)
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
+def make_metrics_logger(stage: str | None = None) -> MetricsCallback:
+    """A callback that logs a step's finite scalar metrics to the active run, under the
+    prefix of ``stage`` (:data:`STAGE_PREFIXES`) so stages do not collide in one run."""
 
     def on_metrics(metrics: Mapping[str, float], step: int) -> None:
-        clean = {f"{prefix}{k}": float(v) for k, v in metrics.items()
+        clean = {k: float(v) for k, v in prefixed(metrics, stage).items()
                  if isinstance(v, (int, float)) and math.isfinite(float(v))}
         if _active():
             mlflow.log_metrics(clean, step=step)
@@ -46,9 +67,9 @@ def make_metrics_logger(prefix: str = "") -> MetricsCallback:
     return on_metrics
 
 
-def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
-    """Log final (non per-step) scalar metrics, e.g. evaluation results."""
-    make_metrics_logger()(metrics, step if step is not None else 0)
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None, stage: str | None = None) -> None:
+    """Log final (non per-step) scalar metrics, e.g. evaluation results, under ``stage``'s prefix."""
+    make_metrics_logger(stage)(metrics, step if step is not None else 0)
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -81,7 +102,7 @@ def child_run(name: str, params: Mapping[str, Any] | None = None,
     """Run the body inside a child run named ``name`` (nested under the active run).
 
     When the active run already *is* this variant (a standalone ``kedro run
-    --pipeline=<variant>``), no child is opened: one variant, one run. A child of that name
+    --pipelines=<variant>``), no child is opened: one variant, one run. A child of that name
     that already exists under the parent is resumed rather than duplicated.
     """
     active = mlflow.active_run()

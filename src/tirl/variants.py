@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 #: The method and the baselines (docs/algorithms.md, "The method and the baselines"; GRPO =
 #: VSPO with selection none).
-#: Each maps to :class:`tirl.core.rl.config.TrainConfig` options (``vspo_update.train``).
+#: Each maps to :class:`tirl.core.rl.config.TrainConfig` options (``rl.train``).
 VARIANTS: dict[str, dict[str, Any]] = {
     "vspo_prs": {"algorithm": "vspo", "reward": "prs"},
     "vspo_binary": {"algorithm": "vspo", "reward": "binary"},

@@ -184,6 +184,6 @@ def test_reads_the_table_pandas_wrote():
 
 
 def test_catalog_config():
-    ds = AbstractDataset.from_config("rollout_trajectories", {
+    ds = AbstractDataset.from_config("inspect_rollouts_trajectories", {
         "type": "tirl.datasets.trajectories.TrajectoryDataset", "filepath": "x.parquet"})
     assert isinstance(ds, TrajectoryDataset)

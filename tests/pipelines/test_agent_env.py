@@ -9,7 +9,7 @@ import pytest
 
 from tirl.pipelines.data_prep import nodes as dp
 from tirl.pipelines.evaluation.nodes import evaluate_model
-from tirl.pipelines.vspo_update.nodes import run_vspo_update
+from tirl.pipelines.rl.nodes import run_rl
 
 
 class _Seen(Exception):
@@ -56,7 +56,7 @@ def test_one_agent_key_changes_gold_chats_rl_rollouts_and_evaluation(
     rl, ev = {}, {}
     _spy(monkeypatch, rl_sampling_module, rl)
     with pytest.raises(_Seen):
-        run_vspo_update(model, questions, corpus, {"train": {"steps": 1, "val_every": 0,
+        run_rl(model, questions, corpus, {"train": {"steps": 1, "val_every": 0,
                                                              "batch_prompts": 2, "group_size": 2}},
                         agent)
     _spy(monkeypatch, eval_module, ev)

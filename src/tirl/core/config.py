@@ -2,7 +2,7 @@
 
 Every stage builds its typed config with :func:`build_config` so that a typo or a bad value
 stops the run before any work is done, with a message such as
-``vspo_update.vspo.selection: 'valu' is not one of ['none', 'random', 'value']``.
+``rl.vspo.selection: 'valu' is not one of ['none', 'random', 'value']``.
 
 Field metadata understood here:
   ``choices``: allowed values; ``ge``/``gt``/``le``: numeric bounds.

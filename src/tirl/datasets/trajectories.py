@@ -17,9 +17,9 @@ ones read are ignored, so a scored table also loads as plain trajectories.
 
 Catalog::
 
-    rollout_trajectories:
+    inspect_rollouts_trajectories:
       type: tirl.datasets.trajectories.TrajectoryDataset
-      filepath: data/07_model_output/rollouts.parquet
+      filepath: data/07_model_output/inspect_rollouts/trajectories.parquet
 
 ``save`` writes a temporary sibling and renames it over the file (:func:`atomic_file`), so a
 failed or interrupted save leaves the previous table intact. ``load`` checks the table and
@@ -191,9 +191,9 @@ class TrajectoryDataset(AbstractDataset[list, list]):
 
     Catalog::
 
-        scored_trajectories:
+        inspect_rewards_trajectories:
           type: tirl.datasets.trajectories.TrajectoryDataset
-          filepath: data/07_model_output/scored_trajectories.parquet
+          filepath: data/07_model_output/inspect_rewards/trajectories.parquet
           scored: true
     """
 

@@ -118,7 +118,7 @@ def test_a_finished_base_continued_at_a_restart_equals_the_uninterrupted_run(tmp
     for a, b in zip(whole.state_dict().values(), continued.state_dict().values()):
         assert torch.equal(a, b)
     # The restart re-warms to its own peak: lr at its first step is lr / warmup_steps.
-    history = {h["step"]: h["pretrain/lr"] for h in summary["history"]}
+    history = {h["step"]: h["lr"] for h in summary["history"]}
     assert history[3] == pytest.approx(5e-3)
 
 

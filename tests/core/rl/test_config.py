@@ -27,7 +27,7 @@ from tirl.core.rl.config import ALGORITHMS, TrainConfig
 ])
 def test_bad_config_names_the_key(values, key):
     with pytest.raises(ConfigError) as err:
-        build_config(TrainConfig, values, "vspo_update")
+        build_config(TrainConfig, values, "rl")
     assert key in str(err.value)
 
 

@@ -23,7 +23,7 @@ REQUIRED_METRICS = [
     "vspo/zero_adv_frac", "vspo/replaced", "vspo/refill_dropped", "vspo/table_size",
     "loss/policy", "loss/kl", "actor/kl", "actor/entropy", "actor/clip_frac", "actor/grad_norm",
     "lr", "perf/tokens_per_s", "time/rollout_s", "time/reward_s", "time/update_s",
-    "rollout/turns", "rollout/tool_calls",
+    "rollout/turns_mean", "rollout/tool_calls_mean", "rollout/generated_tokens_mean", "rollout/answered_rate",
 ]
 
 
@@ -187,4 +187,4 @@ def test_one_step_with_the_agent_rollout_engine(tiny_tokenizer, fresh_tiny_model
                          tools=[build_search_tool(corpus, top_k=1)], config=cfg,
                          reward_fn=make_reward(cfg))
     assert len(hist) == 1 and math.isfinite(hist[0]["reward/mean"])
-    assert hist[0]["rollout/turns"] >= 1
+    assert hist[0]["rollout/turns_mean"] >= 1

@@ -61,13 +61,13 @@ def test_a_few_steps_lower_the_loss(fresh_tiny_model, tiny_tokenizer, tiny_gold,
                                on_metrics=lambda m, s: seen.append((s, dict(m))))
     after = _eval_loss(model, examples, tok.pad_token_id)
     assert after < before - 0.5
-    assert summary["sft/final_loss"] < summary["sft/first_loss"]
+    assert summary["final_loss"] < summary["first_loss"]
     assert [s for s, _ in seen] == list(range(18))
-    assert {"sft/pretrain/loss", "sft/pretrain/lr"} <= set(seen[0][1])
-    assert {"sft/loss", "sft/lr", "sft/tokens_per_s", "sft/grad_norm"} <= set(seen[-1][1])
+    assert {"pretrain/loss", "pretrain/lr"} <= set(seen[0][1])
+    assert {"loss", "lr", "tokens_per_s", "grad_norm"} <= set(seen[-1][1])
     if pretrain_chats:  # rendered chats join the passages: more rows to pack
-        assert summary["sft/pretrain/rows"] > len(pack_texts(tok, passages, 32))
-    assert seen[3][1]["sft/lr"] == pytest.approx(3e-3 * 0.5)  # first SFT step: warmup 1/2
+        assert summary["pretrain/rows"] > len(pack_texts(tok, passages, 32))
+    assert seen[3][1]["lr"] == pytest.approx(3e-3 * 0.5)  # first SFT step: warmup 1/2
 
 
 def test_deterministic_on_cpu(tiny_model, tiny_tokenizer, tiny_gold):

@@ -45,7 +45,7 @@ _SENTINEL = "\x00TIRL_TOOL_CONTENT\x00"
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """Budgets and sampling of the rollout engine (``params:rollout.engine``)."""
+    """Budgets and sampling of the rollout engine (``params:inspect_rollouts.engine``)."""
 
     max_turns: int = field_(4, doc="assistant turns per episode", ge=1)
     max_new_tokens_per_turn: int = field_(64, doc="sampled tokens per assistant turn", ge=1)

@@ -235,14 +235,14 @@ class _Meter:
             tps = (state["tokens"] - self.tokens_mark) / dt
             computed = (state["computed_tokens"] - self.computed_mark) / dt
             self.t_mark, self.tokens_mark, self.computed_mark = now, state["tokens"], state["computed_tokens"]
-            metrics = {"pretrain/loss": state["last_loss"], "pretrain/lr": state["last_lr"],
-                       "pretrain/tokens_per_s": tps, "pretrain/tokens": float(state["tokens"]),
-                       "pretrain/mfu": 6 * self.n_params * computed / self.peak,
-                       "pretrain/worlds": float(state["block"] * self.config.worlds_per_block)}
+            metrics = {"loss": state["last_loss"], "lr": state["last_lr"],
+                       "tokens_per_s": tps, "tokens": float(state["tokens"]),
+                       "mfu": 6 * self.n_params * computed / self.peak,
+                       "worlds": float(state["block"] * self.config.worlds_per_block)}
             state["history"].append({"step": step, **metrics})
             log.info("pretrain step %d/%d loss %.4f lr %.2e tok/s %.0f (%.0f%% of matmul peak)",
-                     step, self.config.total_steps, metrics["pretrain/loss"], metrics["pretrain/lr"],
-                     tps, 100 * metrics["pretrain/mfu"])
+                     step, self.config.total_steps, metrics["loss"], metrics["lr"],
+                     tps, 100 * metrics["mfu"])
             self._emit(metrics, step)
         if val and self.due(self.config.eval_every):
             found = turn_accuracy(model, val, pad_id)
@@ -250,7 +250,7 @@ class _Meter:
             state["val"].append({"step": step, "tokens": state["tokens"], **found})
             log.info("pretrain step %d validation: %s", step,
                      ", ".join(f"{k} {v:.3f}" for k, v in found.items()))
-            self._emit({f"pretrain/val/{k}": v for k, v in found.items()}, step)
+            self._emit({f"val/{k}": v for k, v in found.items()}, step)
 
     def _emit(self, metrics: Mapping[str, float], step: int) -> None:
         if self.on_metrics is not None:

@@ -77,7 +77,7 @@ _CLAUSE_SPLIT = re.compile(r"[.;,:!?\n]|\band\b|\bbut\b", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class RubricConfig:
-    """Options of the rubric judge (``prs_scoring.judge.options`` when ``name: rubric``)."""
+    """Options of the rubric judge (``inspect_rewards.judge.options`` when ``name: rubric``)."""
 
     threshold: float = field_(0.7, doc="score at or above which the verdict is Match", ge=0.0,
                               le=1.0)

@@ -23,7 +23,7 @@ linearly from a format-dominated start table to the final table::
 so the format part of an answered trajectory, ``r_answer(step)``, decays (0.8 -> 0.2 by
 default) while the quality weight ``1 - r_answer(step)`` grows (0.2 -> 0.8); at
 ``step >= ramp_steps`` the table holds exactly. ``r_invalid`` is never scheduled.
-Worked example (defaults, ``ramp_steps = 100``, an answered trajectory with S = 0.5):
+Worked example (``ramp_steps = 100``, an answered trajectory with S = 0.5):
 step 0 -> 0.8 + 0.2 * 0.5 = 0.90; step 50 -> 0.5 + 0.5 * 0.5 = 0.75;
 step >= 100 -> 0.2 + 0.8 * 0.5 = 0.60. A correct answer earns 1.0 at every step.
 
@@ -67,7 +67,7 @@ class PRSConfig:
     r_answer: float = field_(0.2, doc="floor of an answered trajectory; quality fills the rest",
                              ge=0.0, le=1.0)
     schedule: bool = field_(True, doc="curriculum: start format-dominated, ramp to the table")
-    ramp_steps: int = field_(100, doc="steps over which the schedule reaches the table", ge=0)
+    ramp_steps: int = field_(20, doc="steps over which the schedule reaches the table", ge=0)
     ramp: str = field_("linear", doc="shape of the schedule weight", choices=tuple(RAMPS))
     r_format_start: float = field_(0.5, doc="r_format at step 0 when the schedule is on",
                                    ge=0.0, le=1.0)
@@ -332,6 +332,21 @@ class RewardConfig:
     reward: str = field_("prs", doc="registered reward name", choices=tuple(REWARDS))
     prs: PRSConfig = field_(default_factory=PRSConfig, doc="PRS stage values and schedule")
     judge: JudgeSpec = field_(default_factory=JudgeSpec, doc="long-form judge")
+
+
+def reward_stats(scores: Sequence[RewardBreakdown]) -> dict[str, float]:
+    """Means of a batch of rewards, the one set of reward metric names (``reward/...``) that
+    RL (every step) and ``inspect_rewards`` log: the reward and each component, and per PRS
+    stage its share of the batch and its mean reward."""
+    n = max(len(scores), 1)
+    out = {"reward/mean": sum(r.reward for r in scores) / n}
+    for comp in ("format", "quality", "exact_match", "outcome"):
+        out[f"reward/{comp}"] = sum(getattr(r, comp) for r in scores) / n
+    for k in range(3):
+        staged = [r.reward for r in scores if r.stage == k]
+        out[f"reward/stage_{k}_frac"] = len(staged) / n
+        out[f"reward/stage_{k}_mean"] = sum(staged) / len(staged) if staged else 0.0
+    return out
 
 
 def build_reward_fn(config: RewardConfig, judge: Judge | None = None) -> RewardFn:

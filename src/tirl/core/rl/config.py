@@ -1,4 +1,4 @@
-"""The configuration of online RL (``vspo_update.train``): :class:`TrainConfig`, and the
+"""The configuration of online RL (``rl.train``): :class:`TrainConfig`, and the
 reward function it names.
 
 One config runs every optimiser of the paper's comparison (docs/algorithms.md):
@@ -40,7 +40,7 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Online RL stage (``vspo_update``). One line of doc per field."""
+    """Online RL stage (``rl``). One line of doc per field."""
 
     algorithm: str = field_("vspo", doc="vspo | grpo (= vspo, selection none) | ppo | cispo",
                             choices=ALGORITHMS)

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from tirl.core.agent.backends import make_backend
-from tirl.core.agent.rollout import RolloutConfig, run_rollouts
+from tirl.core.agent.rollout import RolloutConfig, rollout_stats, run_rollouts
+from tirl.core.rewards.prs import reward_stats
 from tirl.core.types import RewardBreakdown, RewardFn, Trajectory
 
 #: ``rollout_fn(questions, group_size, seed) -> trajectories`` (``group_size`` per question,
@@ -78,20 +79,14 @@ def score(reward_fn: RewardFn, questions: Sequence[dict[str, Any]],
     return [reward_fn(t, by_id[str(t.question_id)], step=step) for t in trajectories]
 
 
+#: The rollout metrics RL logs every step: per-trajectory means of
+#: :func:`tirl.core.agent.rollout.rollout_stats` (its totals would not average across processes).
+RL_ROLLOUT_METRICS = ("rollout/turns_mean", "rollout/tool_calls_mean",
+                      "rollout/generated_tokens_mean", "rollout/answered_rate")
+
+
 def reward_metrics(rs: Sequence[RewardBreakdown], trajs: Sequence[Trajectory]
                    ) -> dict[str, float]:
     """Means over this process's fresh rollouts (the learning curve: before replacement)."""
-    n = max(len(rs), 1)
-    out = {"reward/mean": sum(r.reward for r in rs) / n,
-           "reward/format": sum(r.format for r in rs) / n,
-           "reward/quality": sum(r.quality for r in rs) / n,
-           "reward/exact_match": sum(r.exact_match for r in rs) / n,
-           "reward/outcome": sum(r.outcome for r in rs) / n}
-    for k in range(3):
-        out[f"reward/stage_{k}_frac"] = sum(r.stage == k for r in rs) / n
-    m = max(len(trajs), 1)
-    out["rollout/turns"] = sum(t.num_turns for t in trajs) / m
-    out["rollout/tool_calls"] = sum(t.num_tool_calls for t in trajs) / m
-    out["rollout/response_tokens"] = sum(sum(t.mask) for t in trajs) / m
-    out["rollout/answer_frac"] = sum(t.finish_reason == "answer" for t in trajs) / m
-    return out
+    rollout = rollout_stats(trajs)
+    return {**reward_stats(rs), **{k: float(rollout[k]) for k in RL_ROLLOUT_METRICS}}

@@ -6,8 +6,9 @@ search tool will show it), then trains on gold trajectories with the loss on ass
 tokens only (docs/algorithms.md, "SFT (warm start)"): the model learns to write tool calls
 and answers, never to predict the system prompt, the question or a tool's output.
 
-Per-step metrics go to ``on_metrics(dict, step)`` (``sft/loss``, ``sft/lr``,
-``sft/tokens_per_s``, ``sft/grad_norm``; ``sft/pretrain/...`` for the LM phase).
+Per-step metrics go to ``on_metrics(dict, step)`` (``loss``, ``lr``, ``tokens_per_s``,
+``grad_norm``; ``pretrain/...`` for the LM phase), unprefixed: the stage logs them under
+``sft/`` (tirl.tracking.STAGE_PREFIXES).
 """
 
 from __future__ import annotations
@@ -68,11 +69,11 @@ def train_sft(model: Any, tokenizer: Any, chats: Chats, config: SFTConfig, *,
     steps = config.max_steps or max(1, math.ceil(config.epochs * len(examples) / per_step))
     batches = (collate(b, pad_id) for b in sft_batches(examples, config.batch_size, rng))
     hist = _run_phase(model=model, accelerator=accelerator, batches=batches, steps=steps, lr=config.lr,
-                      config=config, prefix="sft/", first_step=config.pretrain_steps,
+                      config=config, prefix="", first_step=config.pretrain_steps,
                       on_metrics=on_metrics, desc="sft")
     model = accelerator.unwrap_model(model)
     model.eval()
-    summary.update({"first_loss": hist[0]["sft/loss"], "final_loss": _tail_mean(hist, "sft/loss"),
+    summary.update({"first_loss": hist[0]["loss"], "final_loss": _tail_mean(hist, "loss"),
                     "examples": float(len(examples)), "dropped": float(len(sft_chats) - len(examples)),
                     "steps": float(steps), "pretrain_steps": float(config.pretrain_steps),
                     "train_seconds": time.perf_counter() - t_start})
@@ -84,7 +85,7 @@ def train_sft(model: Any, tokenizer: Any, chats: Chats, config: SFTConfig, *,
                                      max_new_tokens=config.probe_max_new_tokens)
             summary.update({k.replace("probe/", f"probe/{name}/", 1): v for k, v in found.items()})
         summary["probe_seconds"] = time.perf_counter() - t_start - summary["train_seconds"]
-    return model, {f"sft/{k}": float(v) for k, v in summary.items()}
+    return model, {k: float(v) for k, v in summary.items()}
 
 
 def _pretrain_phase(model: Any, tokenizer: Any, config: SFTConfig, *, accelerator: Any,
@@ -113,9 +114,9 @@ def _pretrain_phase(model: Any, tokenizer: Any, config: SFTConfig, *, accelerato
 
     hist = _run_phase(model=model, accelerator=accelerator, batches=lm_batches(),
                       steps=config.pretrain_steps, lr=config.pretrain_lr, config=config,
-                      prefix="sft/pretrain/", first_step=0, on_metrics=on_metrics, desc="pretrain")
-    return {"pretrain/first_loss": hist[0]["sft/pretrain/loss"],
-            "pretrain/final_loss": _tail_mean(hist, "sft/pretrain/loss"),
+                      prefix="pretrain/", first_step=0, on_metrics=on_metrics, desc="pretrain")
+    return {"pretrain/first_loss": hist[0]["pretrain/loss"],
+            "pretrain/final_loss": _tail_mean(hist, "pretrain/loss"),
             "pretrain/rows": float(len(rows))}
 
 

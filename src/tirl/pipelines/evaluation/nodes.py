@@ -56,6 +56,6 @@ def evaluate_model(model: dict[str, Any], questions: pd.DataFrame, corpus: pd.Da
     metrics = {f"{r['benchmark']}/{col}": float(r[col])
                for r in summary.to_dict("records") for col in SUMMARY_COLUMNS
                if col != "benchmark" and pd.notna(r[col])}
-    tracking.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
+    tracking.log_metrics(metrics, stage="evaluation")
     sample = trajectories_markdown(trajectories[:8], title="Evaluation sample")
     return rows, summary, sample, metrics

@@ -41,7 +41,7 @@ def run_pretrain(params: dict[str, Any], search: dict[str, Any]) -> tuple[dict[s
     config = build_config(PretrainConfig, params, "pretrain")
     top_k, max_passage_tokens = search_settings(search)
     model, tokenizer, summary = pretrain(config, top_k=top_k, max_passage_tokens=max_passage_tokens,
-                                         on_metrics=tracking.make_metrics_logger())
+                                         on_metrics=tracking.make_metrics_logger("pretrain"))
     summary.update({"machine": machine_description(), "config": to_dict(config)})
     return {"model": model, "tokenizer": tokenizer}, summary
 
@@ -63,7 +63,7 @@ def probe_pretrained(pretrained_model: dict[str, Any], pretrain_summary: dict[st
                  ", ".join(f"{k} {v:.3f}" for k, v in found.items() if isinstance(v, float)))
         per_seed.append(found)
     mean = mean_probe(per_seed)
-    tracking.log_metrics({f"pretrain/probe/{k}": v for k, v in mean.items()})
+    tracking.log_metrics({f"probe/{k}": v for k, v in mean.items()}, stage="pretrain")
     return {"per_seed": per_seed, "mean": mean}
 
 

@@ -33,10 +33,10 @@ def run_sft(base_model: dict[str, Any], gold_trajectories: pd.DataFrame,
     probes = {s: by_split[s] for s in config.probe_splits if by_split.get(s)}
     texts = passage_texts(corpus) if config.pretrain_steps else []
     history: list[dict[str, float]] = []
-    log_to_mlflow = tracking.make_metrics_logger()
+    log_to_mlflow = tracking.make_metrics_logger("sft")
 
     def on_metrics(metrics: dict[str, float], step: int) -> None:
-        history.append({"step": step, **metrics})
+        history.append({"step": step, **tracking.prefixed(metrics, "sft")})
         log_to_mlflow(metrics, step)
 
     practice = gold_chats(practice_trajectories, "practice_trajectories") \
@@ -44,6 +44,7 @@ def run_sft(base_model: dict[str, Any], gold_trajectories: pd.DataFrame,
     model, summary = train_sft(base_model["model"], base_model["tokenizer"], chats, config,
                                tools=default_tools(), pretrain_texts=texts, on_metrics=on_metrics,
                                probe_chats=probes, practice_chats=practice)
+    summary = tracking.prefixed(summary, "sft")
     tracking.log_metrics(summary)
     log.info("sft summary: %s", summary)
     metrics = {**summary, "config": to_dict(config), "history": history}

@@ -1,4 +1,4 @@
-"""The prs_scoring stage on an in-memory catalog and on the catalog's trajectory files, with
+"""The inspect_rewards stage on an in-memory catalog and on the catalog's trajectory files, with
 trajectories built here."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from kedro.runner import SequentialRunner
 from tirl.core.config import ConfigError, build_config
 from tirl.core.types import Trajectory
 from tirl.datasets.trajectories import TrajectoryDataset
-from tirl.pipelines.prs_scoring import create_pipeline
-from tirl.pipelines.prs_scoring.nodes import ScoringConfig, score_trajectories
+from tirl.pipelines.inspect_rewards import create_pipeline
+from tirl.pipelines.inspect_rewards.nodes import ScoringConfig, score_trajectories, stage_reward
 
 ROOT = Path(__file__).resolve().parents[3]
 REF = "Alvar Quen was born in Mirebrook and works as a blacksmith."
@@ -49,16 +49,22 @@ TRAJECTORIES = [
     traj("l1", 1, "Alvar Quen was born in Mirebrook.", "answer"),  # judge 0.5 -> 0.6
 ]
 EXPECTED_REWARD = [1.0, 0.6, 0.1, 0.0, 1.0, 0.6]
-PARAMS = {"reward": "prs", "step": 0, "prs": {"schedule": False},
-          "judge": {"name": "rubric", "options": {}}, "histogram_bins": 5}
+PARAMS = {"step": 0, "histogram_bins": 5}
+# The reward is the RL stage's (params:rl.train): one place for its values.
+RL = {"train": {"reward": "prs", "prs": {"schedule": False}, "judge": {"name": "rubric", "options": {}}}}
+
+
+def rl(**train) -> dict:
+    return {"train": {**RL["train"], **train}}
 
 
 def _run(catalog_entries: dict) -> DataCatalog:
     catalog = DataCatalog({
         "questions": MemoryDataset(QUESTIONS),
-        "params:prs_scoring": MemoryDataset(PARAMS),
-        "reward_stats": MemoryDataset(),
-        "prs_scoring_metrics": MemoryDataset(),
+        "params:inspect_rewards": MemoryDataset(PARAMS),
+        "params:rl": MemoryDataset(RL),
+        "inspect_rewards_stats": MemoryDataset(),
+        "inspect_rewards_metrics": MemoryDataset(),
         **catalog_entries,
     })
     SequentialRunner().run(create_pipeline(), catalog)
@@ -66,11 +72,11 @@ def _run(catalog_entries: dict) -> DataCatalog:
 
 
 def test_pipeline_scores_and_summarises() -> None:
-    catalog = _run({"rollout_trajectories": MemoryDataset(TRAJECTORIES),
-                    "scored_trajectories": MemoryDataset()})
-    scored = catalog["scored_trajectories"].load()
-    stats = catalog["reward_stats"].load()
-    metrics = catalog["prs_scoring_metrics"].load()
+    catalog = _run({"inspect_rollouts_trajectories": MemoryDataset(TRAJECTORIES),
+                    "inspect_rewards_trajectories": MemoryDataset()})
+    scored = catalog["inspect_rewards_trajectories"].load()
+    stats = catalog["inspect_rewards_stats"].load()
+    metrics = catalog["inspect_rewards_metrics"].load()
 
     assert [t for t, _ in scored] == TRAJECTORIES
     rewards = [r for _, r in scored]
@@ -88,16 +94,16 @@ def test_pipeline_scores_and_summarises() -> None:
     # 0.5 sits on a bin edge, so only the total is asserted for it.
     assert (hist["counts"][0], hist["counts"][-1], sum(hist["counts"])) == (2, 2, 6)
     json.dumps(stats)  # JSON-serialisable as written by json.JSONDataset
-    assert metrics["prs_scoring/reward_mean"] == {"value": pytest.approx(3.3 / 6), "step": 0}
-    assert metrics["prs_scoring/stage_0_fraction"]["value"] == pytest.approx(1 / 6)
+    assert metrics["inspect_rewards/reward_mean"] == {"value": pytest.approx(3.3 / 6), "step": 0}
+    assert metrics["inspect_rewards/stage_0_fraction"]["value"] == pytest.approx(1 / 6)
 
 
 def test_pipeline_reads_and_writes_the_catalog_files(tmp_path: Path) -> None:
     rollouts = tmp_path / "rollouts.parquet"
     TrajectoryDataset(filepath=str(rollouts)).save(TRAJECTORIES)
-    scored_path = tmp_path / "scored_trajectories.parquet"
-    _run({"rollout_trajectories": TrajectoryDataset(filepath=str(rollouts)),
-          "scored_trajectories": TrajectoryDataset(filepath=str(scored_path), scored=True)})
+    scored_path = tmp_path / "inspect_rewards_trajectories.parquet"
+    _run({"inspect_rollouts_trajectories": TrajectoryDataset(filepath=str(rollouts)),
+          "inspect_rewards_trajectories": TrajectoryDataset(filepath=str(scored_path), scored=True)})
     scored = TrajectoryDataset(filepath=str(scored_path), scored=True).load()
     assert [t for t, _ in scored] == TRAJECTORIES
     assert [r.reward for _, r in scored] == pytest.approx(EXPECTED_REWARD)
@@ -107,10 +113,10 @@ def test_pipeline_reads_and_writes_the_catalog_files(tmp_path: Path) -> None:
 
 
 def test_binary_reward_and_schedule_step() -> None:
-    scored, _, _ = score_trajectories(TRAJECTORIES, QUESTIONS, {**PARAMS, "reward": "binary"})
+    scored, _, _ = score_trajectories(TRAJECTORIES, QUESTIONS, PARAMS, rl(reward="binary"))
     assert [r.reward for _, r in scored] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ramp = {**PARAMS, "prs": {"ramp_steps": 100}, "step": 50}
-    scored, stats, _ = score_trajectories(TRAJECTORIES, QUESTIONS, ramp)
+    scored, stats, _ = score_trajectories(TRAJECTORIES, QUESTIONS, {**PARAMS, "step": 50},
+                                          rl(prs={"ramp_steps": 100}))
     # step 50 of 100: r_format 0.3, r_answer 0.5 -> S = 0.5 gives 0.75
     assert [r.reward for _, r in scored] == pytest.approx([1.0, 0.75, 0.3, 0.0, 1.0, 0.75])
     assert stats["config"]["step"] == 50
@@ -118,16 +124,33 @@ def test_binary_reward_and_schedule_step() -> None:
 
 def test_unknown_question_and_bad_params() -> None:
     with pytest.raises(KeyError, match="'s1'"):
-        score_trajectories(TRAJECTORIES, QUESTIONS[QUESTIONS["id"] == "l1"], PARAMS)
-    with pytest.raises(ConfigError, match="prs_scoring.reward"):
-        score_trajectories(TRAJECTORIES, QUESTIONS, {**PARAMS, "reward": "bleu"})
-    with pytest.raises(ConfigError, match="prs_scoring.prs.r_answer"):
-        score_trajectories(TRAJECTORIES, QUESTIONS, {**PARAMS, "prs": {"r_answer": 2}})
+        score_trajectories(TRAJECTORIES, QUESTIONS[QUESTIONS["id"] == "l1"], PARAMS, RL)
+    with pytest.raises(ConfigError, match="rl.train.reward"):
+        score_trajectories(TRAJECTORIES, QUESTIONS, PARAMS, rl(reward="bleu"))
+    with pytest.raises(ConfigError, match="rl.train.prs.r_answer"):
+        score_trajectories(TRAJECTORIES, QUESTIONS, PARAMS, rl(prs={"r_answer": 2}))
+    with pytest.raises(ConfigError, match="inspect_rewards.histogram_bins"):
+        score_trajectories(TRAJECTORIES, QUESTIONS, {**PARAMS, "histogram_bins": 0}, RL)
+    # The reward's keys are no longer this stage's: naming one here is an unknown key.
+    with pytest.raises(ConfigError, match="inspect_rewards.*reward"):
+        score_trajectories(TRAJECTORIES, QUESTIONS, {**PARAMS, "reward": "prs"}, RL)
 
 
 @pytest.mark.parametrize("env", ["base", "test"])
 def test_shipped_parameters_build(env: str) -> None:
-    params = yaml.safe_load((ROOT / "conf" / env / "parameters_prs_scoring.yml").read_text())
-    cfg = build_config(ScoringConfig, params["prs_scoring"], "prs_scoring")
-    reward_cfg = cfg.reward_config()
-    assert reward_cfg.reward == "prs" and reward_cfg.judge.name == "rubric"
+    conf = ROOT / "conf" / env
+    params = yaml.safe_load((conf / "parameters_inspect_rewards.yml").read_text())["inspect_rewards"]
+    rl_file = conf / "parameters_rl.yml"
+    rl_params = yaml.safe_load((rl_file if rl_file.exists() else ROOT / "conf/base/parameters_rl.yml").read_text())
+    config, train = stage_reward(params, rl_params["rl"])
+    assert isinstance(config, ScoringConfig)
+    assert train.reward == "prs" and train.judge.name == "rubric"
+
+
+def test_the_base_prs_table_is_the_dataclass_default():
+    """One value per PRS setting: conf/base lists the built-in defaults, not other ones."""
+    from tirl.core.config import to_dict
+    from tirl.core.rewards.prs import PRSConfig
+
+    listed = yaml.safe_load((ROOT / "conf/base/parameters_rl.yml").read_text())["rl"]["train"]["prs"]
+    assert listed == to_dict(PRSConfig())

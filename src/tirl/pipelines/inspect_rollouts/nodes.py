@@ -1,4 +1,4 @@
-"""Nodes of the ``rollout`` stage: a model + a question split -> validated trajectories.
+"""Nodes of the ``inspect_rollouts`` stage: a model + a question split -> validated trajectories.
 
 Thin adapters: pick questions, build the search tool and the backend, call
 :func:`tirl.core.agent.rollout.run_rollouts`, validate the trajectories with Great Expectations
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RolloutStageConfig:
-    """``params:rollout``."""
+    """``params:inspect_rollouts``."""
 
     split: str = field_("train", doc="question split to roll out on")
     n_questions: int | None = field_(32, doc="first N questions of the split (null = all)", ge=1)
@@ -43,7 +43,7 @@ class RolloutStageConfig:
     device: str | None = field_(None, doc="torch device for the policy (null = where it is)")
     sampling: Sampling = field_(default_factory=Sampling,
                                 doc="how turns are sampled (budgets and search: params:agent)")
-    sample_size: int = field_(5, doc="trajectories shown in rollout_sample", ge=0)
+    sample_size: int = field_(5, doc="trajectories shown in inspect_rollouts_sample", ge=0)
     progress: bool = field_(True, doc="tqdm progress bar")
     validation: list[dict[str, Any]] = field_(default_factory=list,
                                               doc="GX suite over the derived columns")
@@ -56,10 +56,10 @@ def _policy(model: dict[str, Any], config: RolloutStageConfig) -> tuple[Any, Any
     if config.model is not None:
         from tirl.core.modeling.factory import load_model
 
-        logger.info("rollout: loading %s instead of the catalog model", config.model)
+        logger.info("inspect_rollouts: loading %s instead of the catalog model", config.model)
         return load_model(config.model, dtype=config.dtype, device=config.device)
     if not isinstance(model, dict) or not {"model", "tokenizer"} <= set(model):
-        raise ValueError("rollout: the model input must be a dict with 'model' and 'tokenizer' "
+        raise ValueError("inspect_rollouts: the model input must be a dict with 'model' and 'tokenizer' "
                          "(an HFModelDataset)")
     policy = model["model"]
     if config.device is not None:
@@ -74,11 +74,11 @@ def generate_rollouts(model: dict[str, Any], questions: pd.DataFrame, corpus: pd
 
     Returns the trajectories (not yet validated), the rollout stats and a Markdown sample.
     """
-    config = build_config(RolloutStageConfig, params, "rollout")
+    config = build_config(RolloutStageConfig, params, "inspect_rollouts")
     env = build_config(AgentConfig, agent, "agent")
     engine = env.rollout_config(config.sampling)
     policy, tokenizer = _policy(model, config)
-    selected = split_records(questions, config.split, config.n_questions, key="rollout.split")
+    selected = split_records(questions, config.split, config.n_questions, key="inspect_rollouts.split")
     tools = env.tools(corpus, tokenizer)
     backend = make_backend(engine.backend, policy, tokenizer,
                            **({"max_batch": engine.max_batch} if engine.backend == "hf" else {}))
@@ -168,8 +168,8 @@ def validate_rollouts(trajectories: list[Trajectory], stats: dict[str, Any],
     Returns the trajectories unchanged (now safe to write) and the stats with the validation
     report.
     """
-    config = build_config(RolloutStageConfig, params, "rollout")
+    config = build_config(RolloutStageConfig, params, "inspect_rollouts")
     suite = config.validation or DEFAULT_SUITE
-    report = validate(derive_trajectory_columns(trajectories), suite, "rollout_trajectories")
+    report = validate(derive_trajectory_columns(trajectories), suite, "inspect_rollouts_trajectories")
     raise_if_failed(report)
     return trajectories, {**stats, "validation": report}

@@ -1,4 +1,4 @@
-"""The rollout stage on an in-memory catalog with the tiny model; the catalog's file round
+"""The inspect_rollouts stage on an in-memory catalog with the tiny model; the catalog's file round
 trip; GX."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from tirl.core.config import build_config
 from tirl.core.data.validation import DataValidationError
 from tirl.core.types import FINISH_REASONS
 from tirl.datasets.trajectories import TrajectoryDataset
-from tirl.pipelines.rollout.nodes import RolloutStageConfig, generate_rollouts, validate_rollouts
-from tirl.pipelines.rollout.pipeline import create_pipeline
+from tirl.pipelines.inspect_rollouts.nodes import RolloutStageConfig, generate_rollouts, validate_rollouts
+from tirl.pipelines.inspect_rollouts.pipeline import create_pipeline
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -36,7 +36,7 @@ CORPUS = pd.DataFrame({"id": ["1", "2"], "title": ["Alice Marlow", "Kestrel Work
 
 
 def _params():
-    return yaml.safe_load((ROOT / "conf/test/parameters_rollout.yml").read_text())["rollout"]
+    return yaml.safe_load((ROOT / "conf/test/parameters_inspect_rollouts.yml").read_text())["inspect_rollouts"]
 
 
 def _agent():
@@ -50,19 +50,19 @@ def run(tiny_model, tiny_tokenizer):
         "sft_model": MemoryDataset({"model": tiny_model, "tokenizer": tiny_tokenizer}, copy_mode="assign"),
         "questions": MemoryDataset(QUESTIONS),
         "corpus": MemoryDataset(CORPUS),
-        "params:rollout": MemoryDataset(_params()),
+        "params:inspect_rollouts": MemoryDataset(_params()),
         "params:agent": MemoryDataset(_agent()),
-        "rollout_trajectories": MemoryDataset(),
-        "rollout_stats": MemoryDataset(),
-        "rollout_sample": MemoryDataset(),
+        "inspect_rollouts_trajectories": MemoryDataset(),
+        "inspect_rollouts_stats": MemoryDataset(),
+        "inspect_rollouts_sample": MemoryDataset(),
     })
     SequentialRunner().run(create_pipeline(), catalog)
-    return {k: catalog[k].load() for k in ("rollout_trajectories", "rollout_stats", "rollout_sample")}
+    return {k: catalog[k].load() for k in ("inspect_rollouts_trajectories", "inspect_rollouts_stats", "inspect_rollouts_sample")}
 
 
 def test_pipeline_writes_validated_trajectories(run, tmp_path):
-    trajectories, stats, sample = (run["rollout_trajectories"], run["rollout_stats"],
-                                   run["rollout_sample"])
+    trajectories, stats, sample = (run["inspect_rollouts_trajectories"], run["inspect_rollouts_stats"],
+                                   run["inspect_rollouts_sample"])
     assert len(trajectories) == 2 * 2  # two train questions x group_size 2
     assert {t.question_id for t in trajectories} == {"q0", "q1"}
     assert stats["validation"]["success"] is True
@@ -80,7 +80,7 @@ def test_pipeline_writes_validated_trajectories(run, tmp_path):
 
 
 def test_validation_names_the_broken_rows(run):
-    broken = list(run["rollout_trajectories"])
+    broken = list(run["inspect_rollouts_trajectories"])
     broken[1] = dataclasses.replace(broken[1], mask=broken[1].mask[:-1])
     broken[2] = dataclasses.replace(broken[2], finish_reason="timeout")
     with pytest.raises(DataValidationError) as err:
@@ -91,13 +91,13 @@ def test_validation_names_the_broken_rows(run):
 
 
 def test_stage_parameters_build():
-    base = yaml.safe_load((ROOT / "conf/base/parameters_rollout.yml").read_text())["rollout"]
-    config = build_config(RolloutStageConfig, base, "rollout")
+    base = yaml.safe_load((ROOT / "conf/base/parameters_inspect_rollouts.yml").read_text())["inspect_rollouts"]
+    config = build_config(RolloutStageConfig, base, "inspect_rollouts")
     assert config.group_size == 5 and config.sampling.temperature == 1.0
-    build_config(RolloutStageConfig, _params(), "rollout")
+    build_config(RolloutStageConfig, _params(), "inspect_rollouts")
 
 
 def test_unknown_split_is_a_clear_error(tiny_model, tiny_tokenizer):
-    with pytest.raises(ValueError, match="rollout.split"):
+    with pytest.raises(ValueError, match="inspect_rollouts.split"):
         generate_rollouts({"model": tiny_model, "tokenizer": tiny_tokenizer}, QUESTIONS, CORPUS,
                           {**_params(), "split": "test_ood"}, _agent())

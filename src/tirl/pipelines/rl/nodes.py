@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    """``vspo_update.validation``: greedy evaluation on held-out questions during RL
+    """``rl.validation``: greedy evaluation on held-out questions during RL
     (every ``train.val_every`` steps; logged as ``rl/val/<metric>``)."""
 
     split: str = field_("val", doc="question split validated on (never trained on)")
@@ -41,19 +41,18 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
-class VSPOUpdateConfig:
-    """``params:vspo_update``."""
+class RLStageConfig:
+    """``params:rl``."""
 
     split: str = field_("train", doc="question split trained on")
     n_questions: int | None = field_(None, doc="first N questions of the split (null = all)", ge=1)
-    run_name: str = field_("vspo_update", doc="names the checkpoint folder (one per variant)")
+    run_name: str = field_("rl", doc="names the checkpoint folder (one per variant)")
     checkpoint_root: str = field_("data/06_models/checkpoints", doc="checkpoints go to <root>/<run_name>")
     resume: bool = field_(True, doc="continue from the newest checkpoint of this run, if any")
     device: str | None = field_(None, doc="torch device; null = cuda when available, else cpu")
     sampling: Sampling = field_(default_factory=Sampling,
                                 doc="how RL rollouts sample (paper: temperature 1, top-p 1); "
                                     "budgets, parser and search come from params:agent")
-    metrics_prefix: str = field_("rl/", doc="prefix of the per-step MLflow metric keys")
     validation: ValidationConfig = field_(default_factory=ValidationConfig,
                                           doc="held-out validation during RL (train.val_every)")
     train: TrainConfig = field_(default_factory=TrainConfig, doc="the RL loop (TrainConfig)")
@@ -64,14 +63,14 @@ def question_records(questions: pd.DataFrame, split: str, n: int | None) -> list
     missing = [c for c in ("id", "question", "answers", "split") if c not in questions.columns]
     if missing:
         raise ValueError(f"questions: missing columns {missing} (has {list(questions.columns)})")
-    return split_records(questions, split, n, key="vspo_update.split")
+    return split_records(questions, split, n, key="rl.split")
 
 
 #: Validation metrics logged (the "all" row of the evaluation summary).
 VAL_METRICS = ("exact_match", "f1", "la_bleu", "judge_score", "format_valid")
 
 
-def make_validate(config: VSPOUpdateConfig, env: AgentConfig, questions: pd.DataFrame,
+def make_validate(config: RLStageConfig, env: AgentConfig, questions: pd.DataFrame,
                   corpus: pd.DataFrame, tokenizer: Any) -> Any:
     """``validate(policy) -> metrics``: greedy evaluation of the policy on the validation
     split, through the same evaluation code as the benchmark stage."""
@@ -79,7 +78,7 @@ def make_validate(config: VSPOUpdateConfig, env: AgentConfig, questions: pd.Data
         return None
     held_out = questions[questions["split"] == config.validation.split]
     if held_out.empty:
-        raise ValueError(f"vspo_update.validation.split: no questions in split "
+        raise ValueError(f"rl.validation.split: no questions in split "
                          f"{config.validation.split!r} (present: {sorted(questions['split'].unique())})")
     eval_config = EvalConfig(splits=(config.validation.split,),
                              max_per_benchmark=config.validation.max_per_benchmark,
@@ -96,23 +95,23 @@ def make_validate(config: VSPOUpdateConfig, env: AgentConfig, questions: pd.Data
     return validate
 
 
-def stage_config(params: dict[str, Any], agent: dict[str, Any]) -> tuple[VSPOUpdateConfig, AgentConfig]:
+def stage_config(params: dict[str, Any], agent: dict[str, Any]) -> tuple[RLStageConfig, AgentConfig]:
     """The stage config with ``train.rollout`` built from the agent environment."""
     if "rollout" in (params.get("train") or {}):
-        raise ConfigError("vspo_update.train.rollout: rollout budgets, parser and backend are "
+        raise ConfigError("rl.train.rollout: rollout budgets, parser and backend are "
                           "set once for every stage in params:agent (conf/base/parameters_agent.yml); "
-                          "RL sampling is vspo_update.sampling")
-    config = build_config(VSPOUpdateConfig, params, "vspo_update")
+                          "RL sampling is rl.sampling")
+    config = build_config(RLStageConfig, params, "rl")
     env = build_config(AgentConfig, agent, "agent")
     # The loop seeds every step's rollouts itself (from train.seed and the step).
     train_config = dataclasses.replace(config.train, rollout=env.rollout_config(config.sampling))
     return dataclasses.replace(config, train=train_config), env
 
 
-def run_vspo_update(sft_model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFrame,
-                    params: dict[str, Any], agent: dict[str, Any]
-                    ) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """``(rl_model, rl_history)``: train ``sft_model`` online; one history row per step."""
+def run_rl(sft_model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFrame,
+           params: dict[str, Any], agent: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+    """``(rl_model, rl_history)``: train ``sft_model`` online; one history row per step (and
+    one at step -1 with the validation before RL)."""
     import torch
 
     config, env = stage_config(params, agent)
@@ -122,12 +121,12 @@ def run_vspo_update(sft_model: dict[str, Any], questions: pd.DataFrame, corpus: 
     model = model.to(device)
     tools = env.tools(corpus, tokenizer)
     checkpoint_dir = Path(config.checkpoint_root) / config.run_name
-    log.info("vspo_update: %s on %d %s questions; checkpoints in %s", config.train.algorithm,
+    log.info("rl: %s on %d %s questions; checkpoints in %s", config.train.algorithm,
              len(records), config.split, checkpoint_dir)
     policy, history = train(
         policy=model, tokenizer=tokenizer, questions=records, tools=tools, config=config.train,
         reward_fn=make_reward(config.train),
-        on_metrics=tracking.make_metrics_logger(config.metrics_prefix),
+        on_metrics=tracking.make_metrics_logger("rl"),
         checkpoint_dir=checkpoint_dir, resume=config.resume,
         validate=make_validate(config, env, questions, corpus, tokenizer))
-    return {"model": policy.to("cpu"), "tokenizer": tokenizer}, history
+    return {"model": policy.to("cpu"), "tokenizer": tokenizer}, pd.DataFrame(history)

@@ -1,8 +1,7 @@
-"""vspo_update on an in-memory catalog with the tiny model: outputs, history, config errors."""
+"""rl on an in-memory catalog with the tiny model: outputs, history, config errors."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,19 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from tirl.core.config import ConfigError, build_config
-from tirl.pipelines.vspo_update import create_pipeline
-from tirl.pipelines.vspo_update.nodes import VSPOUpdateConfig, question_records, run_vspo_update
+from tirl.pipelines.rl import create_pipeline
+from tirl.pipelines.rl.nodes import RLStageConfig, question_records, run_rl
 
 CONF = Path(__file__).parents[3] / "conf"
 
 
 def _params(env: str) -> dict:
-    return yaml.safe_load((CONF / env / "parameters_vspo_update.yml").read_text())["vspo_update"]
+    return yaml.safe_load((CONF / env / "parameters_rl.yml").read_text())["rl"]
 
 
 @pytest.mark.parametrize("env", ["base", "test"])
 def test_parameter_files_build(env):
-    cfg = build_config(VSPOUpdateConfig, _params(env), "vspo_update")
+    cfg = build_config(RLStageConfig, _params(env), "rl")
     assert cfg.train.algorithm == "vspo"
 
 
@@ -40,45 +39,45 @@ def test_pipeline_runs_with_test_params(tiny_tables, fresh_tiny_model, tiny_toke
         "sft_model": MemoryDataset({"model": fresh_tiny_model, "tokenizer": tiny_tokenizer},
                                    copy_mode="assign"),
         "questions": MemoryDataset(questions), "corpus": MemoryDataset(corpus),
-        "params:vspo_update": MemoryDataset(params),
+        "params:rl": MemoryDataset(params),
         "params:agent": MemoryDataset(agent_params),
         "rl_model": MemoryDataset(copy_mode="assign"), "rl_history": MemoryDataset()})
     SequentialRunner().run(create_pipeline(), catalog)
     out, history = catalog.load("rl_model"), catalog.load("rl_history")
     assert out["tokenizer"] is tiny_tokenizer and out["model"] is not None
     # val_every: 1 -> a validation row before RL (step -1), then one in every step's row.
-    assert [h["step"] for h in history] == [-1.0, 0.0, 1.0]
-    assert all(0.0 <= h["val/exact_match"] <= 1.0 and "val/format_valid" in h for h in history)
-    assert "reward/mean" in history[1] and "vspo/zero_adv_frac" in history[1]
-    assert "reward/unscheduled" in history[1]
-    json.dumps(history)  # the JSON dataset must be able to write it
+    assert history["step"].tolist() == [-1.0, 0.0, 1.0]
+    assert history["val/exact_match"].between(0.0, 1.0).all() and history["val/format_valid"].notna().all()
+    trained = history.iloc[1]
+    assert trained[["reward/mean", "vspo/zero_adv_frac", "reward/unscheduled"]].notna().all()
+    assert history.iloc[0][["reward/mean"]].isna().all()  # no training before RL
     assert (tmp_path / params["run_name"] / "step_00000002").is_dir()
 
 
 def test_validation_split_without_questions_is_named(tiny_tables, tiny_model, tiny_tokenizer,
                                                     agent_params):
     corpus, questions, _ = tiny_tables
-    with pytest.raises(ValueError, match="vspo_update.validation.split"):
-        run_vspo_update({"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus,
+    with pytest.raises(ValueError, match="rl.validation.split"):
+        run_rl({"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus,
                         {**_params("test"), "checkpoint_root": "/nonexistent"}, agent_params)
 
 
 def test_bad_param_names_the_key(tiny_tables, tiny_model, tiny_tokenizer, agent_params):
     corpus, questions, _ = tiny_tables
-    with pytest.raises(ConfigError, match="vspo_update.train.vspo.selection"):
-        run_vspo_update({"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus,
+    with pytest.raises(ConfigError, match="rl.train.vspo.selection"):
+        run_rl({"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus,
                         {"train": {"vspo": {"selection": "best"}}}, agent_params)
 
 
 def test_rollout_budgets_come_from_the_agent_config_only(tiny_tables, tiny_model, tiny_tokenizer,
                                                          agent_params):
-    from tirl.pipelines.vspo_update.nodes import stage_config
+    from tirl.pipelines.rl.nodes import stage_config
 
     config, env = stage_config(_params("test"), {**agent_params, "max_turns": 3})
     assert config.train.rollout.max_turns == 3 and config.train.rollout.temperature == 1.0
     corpus, questions, _ = tiny_tables
     with pytest.raises(ConfigError, match="params:agent"):
-        run_vspo_update({"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus,
+        run_rl({"model": tiny_model, "tokenizer": tiny_tokenizer}, questions, corpus,
                         {"train": {"rollout": {"max_turns": 2}}}, agent_params)
 
 

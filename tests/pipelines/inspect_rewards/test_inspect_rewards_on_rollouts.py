@@ -1,4 +1,4 @@
-"""prs_scoring on real rollout-stage output: the tiny local model rolls out, the trajectories
+"""inspect_rewards on real rollout-stage output: the tiny local model rolls out, the trajectories
 go through the catalog's Parquet file, and every one gets a stage and a reward consistent with
 it."""
 
@@ -11,9 +11,9 @@ import pytest
 from tirl.core.rewards import PRSConfig, stage_values
 from tirl.core.types import RewardBreakdown, Trajectory
 from tirl.datasets.trajectories import TrajectoryDataset
-from tirl.pipelines.prs_scoring.nodes import score_trajectories
+from tirl.pipelines.inspect_rewards.nodes import score_trajectories
 
-rollout_nodes = pytest.importorskip("tirl.pipelines.rollout.nodes")
+rollout_nodes = pytest.importorskip("tirl.pipelines.inspect_rollouts.nodes")
 
 ROLLOUT_PARAMS = {
     "split": "train", "n_questions": 2, "group_size": 2, "progress": False, "sample_size": 1,
@@ -34,8 +34,8 @@ def test_scores_tiny_model_rollouts(tiny_model, tiny_tokenizer, tiny_tables,
 
     r_invalid, r_format, r_answer = stage_values(PRSConfig(ramp_steps=10), 0)
     for reward in ("prs", "binary"):
-        params = {"reward": reward, "step": 0, "prs": {"ramp_steps": 10}}
-        scored, stats, _ = score_trajectories(trajectories, questions, params)
+        rl = {"train": {"reward": reward, "prs": {"ramp_steps": 10}}}
+        scored, stats, _ = score_trajectories(trajectories, questions, {"step": 0}, rl)
         assert len(scored) == len(trajectories) == 4 and stats["count"] == 4
         _check_rows(scored, reward, r_invalid, r_format, r_answer)
 

@@ -37,7 +37,7 @@ def test_rl_raises_the_builtin_models_reward_above_its_sft_level():
     from tirl.pipelines.data_prep import nodes as dp
     from tirl.pipelines.model_init.nodes import init_model
     from tirl.pipelines.sft.nodes import run_sft
-    from tirl.pipelines.vspo_update.nodes import question_records
+    from tirl.pipelines.rl.nodes import question_records
 
     torch.set_num_threads(1)
     prep = _params("data_prep")

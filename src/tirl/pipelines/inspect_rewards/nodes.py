@@ -1,4 +1,4 @@
-"""Nodes of the ``prs_scoring`` stage: score rollout trajectories with PRS or the binary reward.
+"""Nodes of the ``inspect_rewards`` stage: score rollout trajectories with PRS or the binary reward.
 
 Thin adapters: score the rollout trajectories with :mod:`tirl.core.rewards`, return each
 with its reward breakdown (a scored :class:`~tirl.datasets.trajectories.TrajectoryDataset`),
@@ -17,12 +17,15 @@ import numpy as np
 import pandas as pd
 
 from tirl.core.config import build_config, field_, to_dict
-from tirl.core.rewards.prs import REWARDS, RewardConfig, build_reward_fn, score_batch
+from tirl.core.rewards.prs import reward_stats, score_batch
+from tirl.tracking import stage_prefix
+from tirl.core.rl.config import TrainConfig, make_reward
 from tirl.core.types import RewardBreakdown, Trajectory
 from tirl.core.records import records
 
 logger = logging.getLogger(__name__)
 
+METRICS_PREFIX = stage_prefix("inspect_rewards")
 COMPONENTS = ("reward", "format", "quality", "exact_match", "outcome")
 #: The columns of a reward breakdown, in order (reward, stage, format, quality, ...).
 SCORE_COLUMNS = tuple(f.name for f in fields(RewardBreakdown))
@@ -30,19 +33,18 @@ SCORE_COLUMNS = tuple(f.name for f in fields(RewardBreakdown))
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """``params:prs_scoring``."""
+    """``params:inspect_rewards``. The reward itself (``reward``, ``prs``, ``judge``) is the
+    RL stage's, ``params:rl.train``: one place for the values the policy is trained on."""
 
-    reward: str = field_("prs", doc="registered reward name: prs | binary",
-                         choices=tuple(REWARDS))
     step: int = field_(0, doc="training step the curriculum schedule is evaluated at", ge=0)
-    prs: dict[str, Any] = field_(default_factory=dict, doc="PRSConfig fields")
-    judge: dict[str, Any] = field_(default_factory=lambda: {"name": "rubric", "options": {}},
-                                   doc="long-form judge: {name, options}")
-    histogram_bins: int = field_(10, doc="bins of the [0, 1] histograms in reward_stats", ge=1)
+    histogram_bins: int = field_(10, doc="bins of the [0, 1] histograms in inspect_rewards_stats", ge=1)
 
-    def reward_config(self) -> RewardConfig:
-        return build_config(RewardConfig, {"reward": self.reward, "prs": self.prs,
-                                           "judge": self.judge}, "prs_scoring")
+
+def stage_reward(params: dict[str, Any], rl: dict[str, Any]) -> tuple[ScoringConfig, TrainConfig]:
+    """``(ScoringConfig, TrainConfig)``: this stage's options and the RL stage's reward."""
+    config = build_config(ScoringConfig, params, "inspect_rewards")
+    train = build_config(TrainConfig, (rl or {}).get("train") or {}, "rl.train")
+    return config, train
 
 
 def _questions_by_id(questions: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -92,28 +94,24 @@ def reward_statistics(scores: list[RewardBreakdown], bins: int = 10) -> dict[str
             "by_stage": {str(s): summary(table[table["stage"] == s]) for s in (0, 1, 2)}}
 
 
-def score_trajectories(rollout_trajectories: list[Trajectory], questions: pd.DataFrame,
-                       params: dict[str, Any]
+def score_trajectories(trajectories: list[Trajectory], questions: pd.DataFrame,
+                       params: dict[str, Any], rl: dict[str, Any]
                        ) -> tuple[list[tuple[Trajectory, RewardBreakdown]], dict[str, Any],
                                   dict[str, Any]]:
-    """Score every rollout trajectory; return (each with its score, reward_stats, MLflow
-    metrics)."""
-    config = build_config(ScoringConfig, params, "prs_scoring")
-    reward_fn = build_reward_fn(config.reward_config())
+    """Score every rollout trajectory with the RL stage's reward (``params:rl.train``);
+    return (each with its score, inspect_rewards_stats, MLflow metrics)."""
+    config, train = stage_reward(params, rl)
+    reward_fn = make_reward(train)
     by_id = _questions_by_id(questions)
-    scores = score_batch(reward_fn, rollout_trajectories, by_id, step=config.step)
+    scores = score_batch(reward_fn, trajectories, by_id, step=config.step)
 
     stats = reward_statistics(scores, config.histogram_bins)
-    stats["config"] = {"reward": config.reward, "step": config.step,
-                       "prs": to_dict(reward_fn.config), "judge": config.judge}
-    metrics: dict[str, Any] = {}
-    for comp in COMPONENTS:
-        metrics[f"prs_scoring/{comp}_mean"] = stats["overall"][comp]["mean"]
-    for stage, part in stats["by_stage"].items():
-        metrics[f"prs_scoring/stage_{stage}_fraction"] = part["fraction"]
-        metrics[f"prs_scoring/stage_{stage}_reward_mean"] = part["reward"]["mean"]
+    stats["config"] = {"reward": train.reward, "step": config.step,
+                       "prs": to_dict(train.prs), "judge": to_dict(train.judge)}
+    # The metric names RL logs every step (reward_stats), under this stage's prefix.
+    metrics = {f"{METRICS_PREFIX}{k}": v for k, v in reward_stats(scores).items()}
     metrics_ds = {k: {"value": float(v), "step": config.step} for k, v in metrics.items()}
     logger.info("scored %d trajectories with %s: reward mean %.4f, stages %s", len(scores),
-                config.reward, metrics["prs_scoring/reward_mean"],
+                train.reward, metrics[f"{METRICS_PREFIX}reward/mean"],
                 {s: p["count"] for s, p in stats["by_stage"].items()})
-    return list(zip(rollout_trajectories, scores)), stats, metrics_ds
+    return list(zip(trajectories, scores)), stats, metrics_ds

@@ -1,5 +1,0 @@
-"""The `rollout` stage."""
-
-from .pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
