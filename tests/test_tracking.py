@@ -6,7 +6,7 @@ from tirl import tracking
 
 
 def test_metrics_logger_without_run_is_noop():
-    tracking.make_metrics_logger("x/")({"a": 1.0}, 0)  # must not raise or start a run
+    tracking.make_metrics_logger("rl")({"a": 1.0}, 0)  # must not raise or start a run
     assert mlflow.active_run() is None
 
 

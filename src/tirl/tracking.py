@@ -34,7 +34,7 @@ def set_tags(tags: Mapping[str, str]) -> None:
 #: prefix. (Evaluation keeps ``eval/``: the name the report, the notebook and the compare view
 #: query.)
 STAGE_PREFIXES = {"pretrain": "pretrain/", "sft": "sft/", "rl": "rl/", "evaluation": "eval/",
-                  "inspect_rewards": "inspect_rewards/"}
+                  "inspect_rollouts": "inspect_rollouts/", "inspect_rewards": "inspect_rewards/"}
 
 
 def stage_prefix(stage: str | None) -> str:

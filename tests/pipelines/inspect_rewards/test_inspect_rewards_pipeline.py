@@ -94,8 +94,10 @@ def test_pipeline_scores_and_summarises() -> None:
     # 0.5 sits on a bin edge, so only the total is asserted for it.
     assert (hist["counts"][0], hist["counts"][-1], sum(hist["counts"])) == (2, 2, 6)
     json.dumps(stats)  # JSON-serialisable as written by json.JSONDataset
-    assert metrics["inspect_rewards/reward_mean"] == {"value": pytest.approx(3.3 / 6), "step": 0}
-    assert metrics["inspect_rewards/stage_0_fraction"]["value"] == pytest.approx(1 / 6)
+    # The names RL logs every step (reward_stats), under this stage's prefix.
+    assert metrics["inspect_rewards/reward/mean"] == {"value": pytest.approx(3.3 / 6), "step": 0}
+    assert metrics["inspect_rewards/reward/stage_0_frac"]["value"] == pytest.approx(1 / 6)
+    assert metrics["inspect_rewards/reward/exact_match"]["value"] == pytest.approx(2 / 6)
 
 
 def test_pipeline_reads_and_writes_the_catalog_files(tmp_path: Path) -> None:

@@ -336,16 +336,14 @@ class RewardConfig:
 
 def reward_stats(scores: Sequence[RewardBreakdown]) -> dict[str, float]:
     """Means of a batch of rewards, the one set of reward metric names (``reward/...``) that
-    RL (every step) and ``inspect_rewards`` log: the reward and each component, and per PRS
-    stage its share of the batch and its mean reward."""
+    RL (every step) and ``inspect_rewards`` log: the reward, each component, and the share of
+    each PRS stage. All are means over the batch, so RL averages them across processes exactly."""
     n = max(len(scores), 1)
     out = {"reward/mean": sum(r.reward for r in scores) / n}
     for comp in ("format", "quality", "exact_match", "outcome"):
         out[f"reward/{comp}"] = sum(getattr(r, comp) for r in scores) / n
     for k in range(3):
-        staged = [r.reward for r in scores if r.stage == k]
-        out[f"reward/stage_{k}_frac"] = len(staged) / n
-        out[f"reward/stage_{k}_mean"] = sum(staged) / len(staged) if staged else 0.0
+        out[f"reward/stage_{k}_frac"] = sum(r.stage == k for r in scores) / n
     return out
 
 

@@ -96,7 +96,8 @@ def generate_rollouts(model: dict[str, Any], questions: pd.DataFrame, corpus: pd
     stats = rollout_stats(trajectories, elapsed_s=time.perf_counter() - t0)
     stats["rollout/questions"] = len(selected)
     stats["config"] = to_dict(engine)
-    tracking.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))})
+    tracking.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))},
+                         stage="inspect_rollouts")
     sample = trajectories_markdown(_spread_sample(trajectories, config.sample_size),
                                    title=f"Rollout sample ({config.split}, G={config.group_size})")
     return trajectories, stats, sample
