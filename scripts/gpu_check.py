@@ -640,7 +640,7 @@ def time_plain_generate(model: Any, tokenizer: Any, prompts: list[list[int]], ne
 
 
 def section_throughput(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
-    from tirl.core.agent.backends import HFBackend
+    from tirl.core.agent.hf_backend import HFBackend
     from tirl.core.agent.rollout import rollout_stats, run_rollouts
 
     args, device = ctx["args"], ctx["device"]
@@ -736,7 +736,7 @@ def _short(text: str, n: int = 1200) -> str:
 
 
 def section_pretrained(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
-    from tirl.core.agent.backends import HFBackend
+    from tirl.core.agent.hf_backend import HFBackend
     from tirl.core.agent.rollout import rollout_stats, run_rollouts
     from tirl.core.modeling.factory import ensure_protocol_tokens, load_model
     from tirl.core.rewards.prs import RewardConfig, build_reward_fn
