@@ -347,7 +347,8 @@ def section_world(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     from tirl.core.modeling.factory import SCRATCH, ModelConfig, ModelInitConfig, make_base_model
     from tirl.core.records import records
     from tirl.core.tools.search import build_search_tool
-    from tirl.core.world.generator import WorldConfig, generate_world
+    from tirl.core.world.config import WorldConfig
+    from tirl.core.world.generator import generate_world
 
     args, timings = ctx["args"], {}
     t = time.perf_counter()
