@@ -47,7 +47,8 @@ def load_world():
         import pandas as pd
 
         return pd.read_parquet(q), pd.read_parquet(c), None
-    from tirl.core.world.generator import WorldConfig, generate_world
+    from tirl.core.world.config import WorldConfig
+    from tirl.core.world.generator import generate_world
 
     world = generate_world(WorldConfig())
     return world.questions, world.corpus, world.plans

@@ -347,7 +347,8 @@ def section_world(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     from tirl.core.modeling.factory import SCRATCH, ModelConfig, ModelInitConfig, make_base_model
     from tirl.core.records import records
     from tirl.core.tools.search import build_search_tool
-    from tirl.core.world.generator import WorldConfig, generate_world
+    from tirl.core.world.config import WorldConfig
+    from tirl.core.world.generator import generate_world
 
     args, timings = ctx["args"], {}
     t = time.perf_counter()
@@ -640,7 +641,7 @@ def time_plain_generate(model: Any, tokenizer: Any, prompts: list[list[int]], ne
 
 
 def section_throughput(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
-    from tirl.core.agent.backends import HFBackend
+    from tirl.core.agent.hf_backend import HFBackend
     from tirl.core.agent.rollout import rollout_stats, run_rollouts
 
     args, device = ctx["args"], ctx["device"]
@@ -736,7 +737,7 @@ def _short(text: str, n: int = 1200) -> str:
 
 
 def section_pretrained(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
-    from tirl.core.agent.backends import HFBackend
+    from tirl.core.agent.hf_backend import HFBackend
     from tirl.core.agent.rollout import rollout_stats, run_rollouts
     from tirl.core.modeling.factory import ensure_protocol_tokens, load_model
     from tirl.core.rewards.prs import RewardConfig, build_reward_fn

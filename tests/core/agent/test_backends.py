@@ -7,7 +7,9 @@ import importlib.util
 import pytest
 import torch
 
-from tirl.core.agent.backends import BACKENDS, GenOut, make_backend, sample_next
+from tirl.core.agent.backends import BACKENDS, make_backend
+from tirl.core.agent.generation import GenOut
+from tirl.core.agent.hf_backend import sample_next
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tirl.core.agent import protocol as P
-from tirl.core.agent.backends import GenOut, make_backend
+from tirl.core.agent.backends import make_backend
+from tirl.core.agent.generation import GenOut
 from tirl.core.agent.rollout import RolloutConfig, rollout_stats, run_rollouts
 from tirl.core.config import ConfigError, build_config
 from tirl.core.tools.base import FunctionTool, tool_schemas

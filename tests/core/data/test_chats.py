@@ -11,7 +11,8 @@ from tirl.core.agent import protocol as P
 from tirl.core.data.chats import (
     chats_by_split, gold_chats, parse_messages, passage_texts, tokenizer_texts,
 )
-from tirl.core.tools.search import Passage, format_passages
+from tirl.core.tools.search import format_passages
+from tirl.core.tools.search_backends import Passage
 
 
 def test_passages_are_written_as_the_search_tool_lists_a_top_hit(tiny_tables):

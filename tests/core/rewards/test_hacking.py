@@ -9,6 +9,7 @@ import pytest
 
 from tirl.core.rewards import make_judge, make_reward_fn
 from tirl.core.types import Trajectory
+from tirl.core.world.config import WorldConfig
 
 SHORT = {"id": "s1", "question": "Where was Alvar Quen born?", "answers": ["Mirebrook"],
          "task": "short", "facts": []}
@@ -92,7 +93,7 @@ def test_long_form_hacks_are_not_a_match(hack: str) -> None:
 
 def test_hacks_do_not_pay_on_the_built_in_world() -> None:
     generator = pytest.importorskip("tirl.core.world.generator")
-    world = generator.generate_world(generator.WorldConfig())
+    world = generator.generate_world(WorldConfig())
     records = (world.questions.to_dict("records") if hasattr(world.questions, "to_dict")
                else list(world.questions))
     long = [r for r in records if r["task"] == "long"][:60]

@@ -12,6 +12,7 @@ import pytest
 import tirl.core.rewards.judges as judges_mod
 from tirl.core.config import ConfigError
 from tirl.core.rewards.judges import JUDGES, RubricJudge, make_judge, parse_fact
+from tirl.core.world.config import WorldConfig
 
 Q = "Describe Alvar Quen."
 FACTS = ["Alvar Quen was born in Mirebrook.", "Alvar Quen works as a blacksmith."]
@@ -141,7 +142,7 @@ def test_llm_judge_missing_class_is_a_clear_error(monkeypatch) -> None:
 @pytest.fixture(scope="module")
 def world_long_questions() -> list[dict]:
     generator = pytest.importorskip("tirl.core.world.generator")
-    world = generator.generate_world(generator.WorldConfig())
+    world = generator.generate_world(WorldConfig())
     records = (world.questions.to_dict("records") if hasattr(world.questions, "to_dict")
                else list(world.questions))
     long = [r for r in records if r["task"] == "long"]

@@ -11,18 +11,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tirl.core.rewards.llm_judge import (
+from tirl.core.rewards.judge_format import (
     DEFAULT_PROMPT_TEMPLATE,
-    JudgeCache,
     JudgeError,
-    OpenAIJudge,
-    TransformersJudge,
     VerdictParseError,
     check_template,
     parse_verdict,
     render_prompt,
     sanitize_answer,
 )
+from tirl.core.rewards.llm_judge import JudgeCache, OpenAIJudge, TransformersJudge
 from tirl.core.types import JudgeVerdict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -332,7 +330,7 @@ def test_transformers_judge_tiny_model_garbage_raises(tiny_lm_dir, caplog):
 
 
 def test_doctests():
-    import tirl.core.rewards.llm_judge as module
+    import tirl.core.rewards.judge_format as module
 
     failed, attempted = doctest.testmod(module)
     assert attempted > 0 and failed == 0

@@ -12,8 +12,9 @@ import torch
 from tirl.core.config import ConfigError, build_config
 from tirl.core.rl.vspo import (
     VSPOStepResult,
-    GroupResult, ValueTable, VSPOConfig, compute_advantages, finalise_refill,
-    is_zero_advantage, plan_replacement, task_value, value_clip_advantages)
+    GroupResult, VSPOConfig, is_zero_advantage, task_value, value_clip_advantages)
+from tirl.core.rl.vspo_step import compute_advantages, finalise_refill, plan_replacement
+from tirl.core.rl.vspo_table import ValueTable
 from tirl.core.types import Trajectory
 
 # 99.9% quantiles of chi-square (df -> value): a correct sampler fails 1 in 1000 seeds, and

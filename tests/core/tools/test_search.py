@@ -13,15 +13,17 @@ import pytest
 
 from tirl.core.tools.base import call_tool, call_tools_batch, tool_schema
 from tirl.core.tools.search import (
-    SEARCH_BACKENDS,
     SEARCH_PARAMETERS,
+    build_search_tool,
+    format_passages,
+    truncate_text,
+)
+from tirl.core.tools.search_backends import (
+    SEARCH_BACKENDS,
     Passage,
     RemoteRetriever,
     RemoteSearchError,
-    build_search_tool,
     corpus_hash,
-    format_passages,
-    truncate_text,
 )
 from tirl.core.types import ToolCall
 

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from tirl.core.types import GOLD_COLUMNS
-from tirl.core.world.generator import WorldConfig, generate_world
+from tirl.core.world.config import WorldConfig
+from tirl.core.world.generator import generate_world
 from tirl.core.world.practice import practice_trajectories
 
 SMALL = WorldConfig(n_persons=12, n_companies=4, n_universities=2, n_cities=4, n_countries=2,

@@ -10,7 +10,8 @@ import pytest
 from tirl.core.config import ConfigError, build_config
 from tirl.core.types import PASSAGE_COLUMNS, QUESTION_COLUMNS
 from tirl.core.world import templates as T
-from tirl.core.world.generator import World, WorldConfig, generate_world
+from tirl.core.world.config import WorldConfig
+from tirl.core.world.generator import World, generate_world
 from tirl.core.world.names import near_miss
 
 SMALL = {

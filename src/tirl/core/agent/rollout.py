@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tirl.core.agent import protocol as P
-from tirl.core.agent.backends import GenerationBackend, GenOut
+from tirl.core.agent.generation import GenerationBackend, GenOut
 from tirl.core.agent.parsers import get_parser
 from tirl.core.config import field_
 from tirl.core.tools.base import call_tools_batch, tool_schemas

@@ -31,7 +31,8 @@ from tirl.core.pretrain.card import PRETRAINING_FILE
 from tirl.core.pretrain.stream import ChatEncoder
 from tirl.core.pretrain.validation import turn_accuracy
 from tirl.core.tools.search import build_search_tool
-from tirl.core.world.generator import WorldConfig, generate_world
+from tirl.core.world.config import WorldConfig
+from tirl.core.world.generator import generate_world
 
 PROBE_QTYPES = ("single_hop", "bridge", "comparison")
 

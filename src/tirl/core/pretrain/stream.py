@@ -23,7 +23,8 @@ from tirl.core.data.gold import searched_gold_trajectories
 from tirl.core.modeling.factory import render_chats_as_text
 from tirl.core.sft.examples import length_grouped_batches
 from tirl.core.tools.search import build_search_tool
-from tirl.core.world.generator import WorldConfig, generate_world
+from tirl.core.world.config import WorldConfig
+from tirl.core.world.generator import generate_world
 
 Chat = list[dict[str, str]]
 

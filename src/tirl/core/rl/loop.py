@@ -41,7 +41,7 @@ from tirl.core.rl.resume import RunState, resume_run, run_fingerprint, save_run
 from tirl.core.rl.sampling import (SCHEDULE_DONE, PromptSampler, RolloutFn, make_agent_rollout_fn,
                                    reward_metrics, score)
 from tirl.core.rl.update import Modules, update
-from tirl.core.rl.vspo import ValueTable
+from tirl.core.rl.vspo_table import ValueTable
 from tirl.core.types import RewardFn
 
 logger = logging.getLogger(__name__)

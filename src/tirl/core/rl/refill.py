@@ -1,7 +1,7 @@
 """VSPO's replacement inside the loop (docs/algorithms.md, VSPO steps 1-5): the value table
 sees the step's groups, zero-advantage groups are dropped and refilled, and each process
-keeps its share. The math (table, plan, refill) is :mod:`tirl.core.rl.vspo`; this module only
-places it across processes.
+keeps its share. The math is :mod:`tirl.core.rl.vspo_table` (table) and
+:mod:`tirl.core.rl.vspo_step` (plan, refill); this module only places it across processes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from tirl.core.rl.batch import group_trajectories
 from tirl.core.rl.config import TrainConfig
 from tirl.core.rl.dist import all_groups, global_sum
 from tirl.core.rl.sampling import RolloutFn, score
-from tirl.core.rl.vspo import (GroupResult, ReplacementPlan, ValueTable, finalise_refill,
-                               is_zero_advantage, plan_replacement)
+from tirl.core.rl.vspo import GroupResult, ReplacementPlan, is_zero_advantage
+from tirl.core.rl.vspo_step import finalise_refill, plan_replacement
+from tirl.core.rl.vspo_table import ValueTable
 from tirl.core.types import RewardFn
 
 

@@ -37,7 +37,8 @@ from tirl.core.rl.config import TrainConfig
 from tirl.core.rl.dist import global_max, global_sum, no_sync
 from tirl.core.rl.kl import get_kl_estimator
 from tirl.core.rl.losses import get_policy_loss, get_value_loss
-from tirl.core.rl.vspo import GroupResult, VSPOStepResult, compute_advantages
+from tirl.core.rl.vspo import GroupResult, VSPOStepResult
+from tirl.core.rl.vspo_step import compute_advantages
 
 #: Sums weighted by trainable tokens (reported per token), then loss sums (reported per
 #: optimiser step); this order is the order of the update's metrics.
@@ -326,7 +327,7 @@ def _last_token_rewards(batch: Batch, rewards: torch.Tensor) -> torch.Tensor:
     return out
 
 
-# --- the math, selected by registered name (tirl.core.rl.{advantages,losses,kl,vspo}) -------
+# --- the math, selected by registered name (tirl.core.rl.{advantages,losses,kl,vspo_step}) --
 # These thin adapters are the only places that know the signatures of the registered
 # functions, so the update above reads as the algorithm.
 

@@ -11,15 +11,13 @@ from tirl.core.tools.base import (
     validate_arguments,
 )
 from tirl.core.tools.search import (
-    SEARCH_BACKENDS,
     SEARCH_PARAMETERS,
-    Passage,
-    RemoteSearchError,
     SearchTool,
     build_search_tool,
     format_passages,
     truncate_text,
 )
+from tirl.core.tools.search_backends import SEARCH_BACKENDS, Passage, RemoteSearchError
 
 __all__ = [
     "SEARCH_BACKENDS",

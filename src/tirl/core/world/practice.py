@@ -20,7 +20,8 @@ import pandas as pd
 
 from tirl.core.data.gold import searched_gold_trajectories
 from tirl.core.types import GOLD_COLUMNS
-from tirl.core.world.generator import WorldConfig, generate_world
+from tirl.core.world.config import WorldConfig
+from tirl.core.world.generator import generate_world
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from tirl.core.data import loaders as L
 from tirl.core.data import validation as V
 from tirl.core.tools.search import build_search_tool, search_settings
 from tirl.core.types import GOLD_COLUMNS, PASSAGE_COLUMNS, QUESTION_COLUMNS, SPLITS
-from tirl.core.world.generator import WorldConfig, generate_world
+from tirl.core.world.config import WorldConfig
+from tirl.core.world.generator import generate_world
 from tirl.core.world.practice import practice_seeds, practice_trajectories
 
 log = logging.getLogger(__name__)
