@@ -131,6 +131,10 @@ class PretrainConfig:
             step += phase.steps
         return starts
 
+    def phase_at(self, step: int) -> int:
+        """Index of the phase that holds ``step`` (the last phase past the end)."""
+        return max(i for i, start in enumerate(self.phase_starts()) if start <= step)
+
     def cycle_at(self, step: int) -> tuple[int, int, int, float, int]:
         """``(index, first_step, end_step, peak_lr, warmup)`` of the learning-rate cycle that
         holds ``step``: the first phase and every ``restart`` phase begin one."""

@@ -64,15 +64,6 @@ def matmul_peak_flops(n: int = 1024, repeats: int = 8) -> float:
     return 2 * n ** 3 / best
 
 
-def _phase_at(config: PretrainConfig, step: int) -> int:
-    end = 0
-    for i, phase in enumerate(config.phases):
-        end += phase.steps
-        if step < end:
-            return i
-    return len(config.phases) - 1
-
-
 def _optimizer(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -120,7 +111,7 @@ def pretrain(config: PretrainConfig, *, top_k: int = 3, max_passage_tokens: int 
             if state["batch"]:
                 state["block"], state["batch"] = state["block"] + 1, 0
         # A block's worlds follow the phase of its first step, also when a run resumes mid-block.
-        state["block_phase"] = state["block_phase"] if state["batch"] else _phase_at(config, state["step"])
+        state["block_phase"] = state["block_phase"] if state["batch"] else config.phase_at(state["step"])
         _, examples = next(iter_blocks(first_seed=config.first_seed, start_block=state["block"],
                                        worlds_per_block=config.worlds_per_block,
                                        make_examples=make_examples))
@@ -288,7 +279,7 @@ def _val_examples(config: PretrainConfig, encoder: ChatEncoder, top_k: int,
 
 def _train_step(model: Any, optimizer: torch.optim.Optimizer, config: PretrainConfig,
                 state: dict[str, Any], examples: list[WeightedExample], pad_id: int) -> None:
-    phase = config.phases[_phase_at(config, state["step"])]
+    phase = config.phases[config.phase_at(state["step"])]
     _, first, end, peak, warmup = config.cycle_at(state["step"])
     scale = lr_at(state["step"] - first, total=end - first, warmup=warmup,
                   schedule="cosine", min_ratio=config.min_lr_ratio)

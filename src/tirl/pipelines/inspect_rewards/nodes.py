@@ -17,15 +17,14 @@ import numpy as np
 import pandas as pd
 
 from tirl.core.config import build_config, field_, to_dict
+from tirl.core.records import records
 from tirl.core.rewards.prs import reward_stats, score_batch
-from tirl.tracking import stage_prefix
 from tirl.core.rl.config import TrainConfig, make_reward
 from tirl.core.types import RewardBreakdown, Trajectory
-from tirl.core.records import records
+from tirl.tracking import prefixed
 
 logger = logging.getLogger(__name__)
 
-METRICS_PREFIX = stage_prefix("inspect_rewards")
 COMPONENTS = ("reward", "format", "quality", "exact_match", "outcome")
 #: The columns of a reward breakdown, in order (reward, stage, format, quality, ...).
 SCORE_COLUMNS = tuple(f.name for f in fields(RewardBreakdown))
@@ -109,9 +108,9 @@ def score_trajectories(trajectories: list[Trajectory], questions: pd.DataFrame,
     stats["config"] = {"reward": train.reward, "step": config.step,
                        "prs": to_dict(train.prs), "judge": to_dict(train.judge)}
     # The metric names RL logs every step (reward_stats), under this stage's prefix.
-    metrics = {f"{METRICS_PREFIX}{k}": v for k, v in reward_stats(scores).items()}
+    metrics = prefixed(reward_stats(scores), "inspect_rewards")
     metrics_ds = {k: {"value": float(v), "step": config.step} for k, v in metrics.items()}
     logger.info("scored %d trajectories with %s: reward mean %.4f, stages %s", len(scores),
-                train.reward, metrics[f"{METRICS_PREFIX}reward/mean"],
+                train.reward, metrics["inspect_rewards/reward/mean"],
                 {s: p["count"] for s, p in stats["by_stage"].items()})
     return list(zip(trajectories, scores)), stats, metrics_ds
