@@ -15,5 +15,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "im
   exit 0
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+# --no-compile: byte-compiling every installed module took a large share of the install;
+# Python compiles what a run imports, on first import, instead.
+.venv/bin/python -m pip install -q --no-compile -e ".[test]"
 echo "$want" > "$stamp"

@@ -67,7 +67,7 @@ class PRSConfig:
     r_answer: float = field_(0.2, doc="floor of an answered trajectory; quality fills the rest",
                              ge=0.0, le=1.0)
     schedule: bool = field_(True, doc="curriculum: start format-dominated, ramp to the table")
-    ramp_steps: int = field_(20, doc="steps over which the schedule reaches the table", ge=0)
+    ramp_steps: int = field_(7, doc="steps over which the schedule reaches the table", ge=0)
     ramp: str = field_("linear", doc="shape of the schedule weight", choices=tuple(RAMPS))
     r_format_start: float = field_(0.5, doc="r_format at step 0 when the schedule is on",
                                    ge=0.0, le=1.0)
