@@ -262,23 +262,13 @@ class HFBackend:
                 stopped = (torch.isin(tokens, stop_t) if len(stop_t) else
                            torch.zeros_like(tokens, dtype=torch.bool)).tolist()
                 for r, i in enumerate(rows.tolist()):
-                    if r in dead:
-                        continue
-                    o = outs[i]
-                    o.token_ids.append(tok_list[r])
-                    o.logprobs.append(lp_list[r])
-                    if stopped[r]:
-                        o.stop_reason = "stop_token"
-                    elif stop_strings and self._hit_stop_string(o.token_ids, stop_strings, max_len):
-                        o.stop_reason = "stop_string"
-                    elif len(o.token_ids) >= budgets[i]:
-                        o.stop_reason = "length"
-                    else:
+                    if r in dead or not self._record(outs[i], tok_list[r], lp_list[r], stopped[r],
+                                                     budgets[i], stop_strings, max_len):
                         continue
                     dead.add(r)
                     if keep_kv:
                         # The cache holds the prompt and every sampled token but the last one.
-                        tokens_kept = list(prompts[i]) + o.token_ids[:-1]
+                        tokens_kept = list(prompts[i]) + outs[i].token_ids[:-1]
                         (a, b), (d, _) = spans0[i]
                         keep[i] = (tokens_kept, self._row_kv(cache, r, [(a, b), (d, attn.shape[1])]))
                 if len(dead) == len(rows):
@@ -298,6 +288,22 @@ class HFBackend:
                 step_pos = step_pos[:, -1:] + 1
                 step_input = tokens[:, None]
         return outs, keep
+
+    def _record(self, out: GenOut, token: int, logprob: float, stop_token: bool, budget: int,
+                stop_strings: list[str], max_len: int) -> bool:
+        """Append one sampled token to ``out``; True when the row stops here (and why, in
+        ``out.stop_reason``)."""
+        out.token_ids.append(token)
+        out.logprobs.append(logprob)
+        if stop_token:
+            out.stop_reason = "stop_token"
+        elif stop_strings and self._hit_stop_string(out.token_ids, stop_strings, max_len):
+            out.stop_reason = "stop_string"
+        elif len(out.token_ids) >= budget:
+            out.stop_reason = "length"
+        else:
+            return False
+        return True
 
     def _hit_stop_string(self, token_ids: list[int], stop_strings: list[str], max_len: int) -> bool:
         # A token holds at least one byte, so the last max_len + 1 tokens cover any stop
