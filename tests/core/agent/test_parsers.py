@@ -54,6 +54,7 @@ HERMES_CASES = [
     (P.format_tool_call("search", {"q": "x"}), ["schema_mismatch"], "invalid"),
     (P.format_tool_call("search", {"query": 3}), ["schema_mismatch"], "invalid"),
     (P.format_tool_call("search", {"query": "x", "k": 2}), ["schema_mismatch"], "invalid"),
+    (P.format_tool_call("search", {"query": "   "}), ["schema_mismatch"], "invalid"),
     ("<tool_call>{\"name\": \"search\", \"arguments\": {}}</tool_call>", ["schema_mismatch"], "invalid"),
     ("Let me search. " + CALL, ["text_outside_tags"], "invalid"),
     ("<answer>Norvale</answer> I am sure.", ["text_outside_tags"], "invalid"),
@@ -212,7 +213,7 @@ _plain = st.text(st.characters(blacklist_characters="<>", blacklist_categories=(
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(think=_plain, query=_plain.filter(bool))  # the schema wants a non-empty query
+@given(think=_plain, query=_plain.filter(str.strip))  # the schema wants a non-blank query
 def test_rendered_calls_parse_back(think, query):
     """Whatever the query text (quotes, backslashes, unicode), the tool-call text round-trips.
     (A query holding a literal closing tag cannot: docs/protocol.md, "Limits".)"""

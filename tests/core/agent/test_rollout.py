@@ -296,3 +296,21 @@ def test_engine_names_each_trajectory_for_kv_reuse(tiny_tokenizer, tools):
     run_rollouts(backend=Recording(tiny_tokenizer, script), tokenizer=tiny_tokenizer, tools=tools,
                  questions=QUESTIONS[:1], group_size=3, config=RolloutConfig())
     assert seen == [[0, 1, 2], [1, 2]]
+
+
+def test_a_blank_query_is_a_verdict_of_its_own_trajectory_only(tiny_tokenizer, tools):
+    """Issue 15, item 1: one trajectory's blank query is a parse verdict (schema_mismatch) that
+    PRS sees, and no other trajectory's tool result changes."""
+    from tirl.core.rewards.prs import PRSConfig, prs_reward
+
+    blank = P.format_tool_call("search", {"query": "   "})
+    script = lambda turn, row: [[CALL, blank][row], ANSWER][turn]  # noqa: E731
+    both = _roll(tiny_tokenizer, tools, script, questions=QUESTIONS)
+    (alone,) = _roll(tiny_tokenizer, tools, lambda turn, row: [CALL, ANSWER][turn])
+    good, bad = both
+    assert good.messages == alone.messages and good.tool_calls == alone.tool_calls
+    assert good.tool_calls[0]["ok"] and good.finish_reason == "answer"
+    assert bad.parse_errors == ["schema_mismatch"] and bad.finish_reason == "invalid"
+    assert bad.tool_calls == []  # never executed
+    q = {"id": "q1", "question": "?", "answers": ["Norvale"], "task": "short"}
+    assert prs_reward(bad, q, config=PRSConfig()).stage == 0

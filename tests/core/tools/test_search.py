@@ -315,3 +315,33 @@ def test_remote_server_down():
                                 sleep=lambda s: None)
     with pytest.raises(RemoteSearchError, match="connection failed"):
         retriever.retrieve(["q"], 1)
+
+
+# --- one bad query fails alone (issue 15, item 1) ----------------------------------------
+
+
+@pytest.mark.parametrize("blank", ["   ", "\t\n", "\u3000"])
+def test_a_blank_query_is_invalid_arguments(bm25_tool, blank):
+    text, ok, error = call_tool({"search": bm25_tool}, ToolCall("search", {"query": blank}))
+    assert not ok and error.startswith("invalid arguments: at 'query': ")
+    assert error.endswith("is blank (only whitespace)")
+
+
+def test_one_blank_query_does_not_change_any_other_result_in_the_batch(bm25_tool):
+    good = ["Alice Marlow chemist", "Norvale river", "Bob Marlow"]
+    alone = [call_tool({"search": bm25_tool}, ToolCall("search", {"query": q})) for q in good]
+    calls = [ToolCall("search", {"query": q}) for q in good]
+    calls.insert(1, ToolCall("search", {"query": "   "}))
+    results = call_tools_batch({"search": bm25_tool}, calls)
+    assert [r.ok for r in results] == [True, False, True, True]
+    assert [results[0], *results[2:]] == alone
+
+
+def test_call_batch_fails_a_bad_query_in_its_own_slot(bm25_tool):
+    """Even called directly (no schema check first), the batched search keeps a bad query's
+    failure in that query's slot."""
+    out = bm25_tool.call_batch([{"query": "Norvale river"}, {"query": " "}, {"query": 3}])
+    assert out[0].startswith("Doc 1 (Title: Norvale)")
+    assert isinstance(out[1], ValueError) and isinstance(out[2], ValueError)
+    results = call_tools_batch({"search": bm25_tool}, [ToolCall("search", {"query": "Norvale river"})])
+    assert results[0].text == out[0]

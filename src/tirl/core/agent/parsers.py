@@ -30,9 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-
 from tirl.core.registry import getter
+from tirl.core.tools.base import check_arguments
 from tirl.core.types import ParsedTurn, ParseError, Tool, ToolCall
 
 #: Text the engine may leave at the end of a turn: the turn terminator and the eos token.
@@ -121,13 +120,17 @@ def _check_tool(call: ToolCall, tools: Mapping[str, Tool] | None) -> ParseError 
     if tool is None:
         known = sorted(tools)
         return ParseError("unknown_tool", f"tool {call.name!r} is not one of {known}")
+    # The engine's own argument check (tirl.core.tools.base), so that what the parser lets
+    # through is exactly what call_tools_batch runs: a blank query is refused here too.
     try:
-        jsonschema.validate(call.arguments, getattr(tool, "parameters", {}) or {})
-    except jsonschema.ValidationError as exc:
-        return ParseError("schema_mismatch", f"{call.name}: {exc.message}")
+        reason = check_arguments(getattr(tool, "parameters", None) or _ANY_OBJECT, call.arguments)
     except Exception as exc:  # a broken schema on the tool side must not crash parsing
         return ParseError("schema_mismatch", f"{call.name}: schema check failed: {exc}")
-    return None
+    return None if reason is None else ParseError("schema_mismatch", f"{call.name}: {reason}")
+
+
+#: The schema of a tool that declares none (one object, so the validator cache stays small).
+_ANY_OBJECT: dict[str, Any] = {}
 
 
 def parse_with_format(fmt: TagFormat, text: str, tools: Mapping[str, Tool] | None = None) -> ParsedTurn:

@@ -144,16 +144,39 @@ class SearchTool:
         return self.retriever.retrieve(list(queries), self.top_k)
 
     def search_batch(self, queries: Sequence[str]) -> list[str]:
-        """The tool text for each query; one retriever call for all of them."""
+        """The tool text for each query; one retriever call for all of them. Raises
+        ValueError when a query is not a string with something besides whitespace."""
         for q in queries:
-            if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"query must be a non-empty string, got {q!r}")
+            reason = _query_problem(q)
+            if reason:
+                raise ValueError(reason)
         return [format_passages(p, max_passage_tokens=self.max_passage_tokens,
                                 tokenizer=self.tokenizer) for p in self.retrieve(queries)]
 
-    def call_batch(self, arguments: Sequence[dict[str, Any]]) -> list[str]:
-        """Batched form used by :func:`tirl.core.tools.base.call_tools_batch`."""
-        return self.search_batch([a["query"] for a in arguments])
+    def call_batch(self, arguments: Sequence[dict[str, Any]]) -> list[str | Exception]:
+        """Batched form used by :func:`tirl.core.tools.base.call_tools_batch`.
+
+        A bad query fails in its own slot (a ValueError there) and the others are searched
+        as if it were not in the batch: one trajectory's query must not change another's
+        tool result.
+        """
+        queries = [a.get("query") if isinstance(a, dict) else None for a in arguments]
+        out: list[str | Exception] = []
+        good: list[int] = []
+        for i, q in enumerate(queries):
+            reason = _query_problem(q)
+            out.append(ValueError(reason) if reason else "")
+            if not reason:
+                good.append(i)
+        for i, text in zip(good, self.search_batch([queries[i] for i in good])):
+            out[i] = text
+        return out
+
+
+def _query_problem(query: Any) -> str | None:
+    if isinstance(query, str) and query.strip():
+        return None
+    return f"query must be a string with more than whitespace, got {query!r}"
 
 
 def build_search_tool(corpus: pd.DataFrame | None, *, kind: str = "bm25", top_k: int = 3,
