@@ -314,3 +314,21 @@ def test_a_blank_query_is_a_verdict_of_its_own_trajectory_only(tiny_tokenizer, t
     assert bad.tool_calls == []  # never executed
     q = {"id": "q1", "question": "?", "answers": ["Norvale"], "task": "short"}
     assert prs_reward(bad, q, config=PRSConfig()).stage == 0
+
+
+def test_lone_surrogates_from_the_model_or_a_tool_never_reach_the_parquet_save(
+        tiny_tokenizer, tmp_path):
+    """Issue 15, item 5: a JSON escape of a lone surrogate in a tool call, and a tool whose
+    text holds one, are made valid UTF-8 where they enter; the rollout saves and loads."""
+    from tirl.core.tools.search import SEARCH_PARAMETERS
+    from tirl.datasets.trajectories import TrajectoryDataset
+
+    echo = FunctionTool("search", "echo", SEARCH_PARAMETERS, lambda query: f"[{query}] caf\udcff")
+    call = '<tool_call>\n{"name": "search", "arguments": {"query": "caf\\ud800 \\ud83d\\ude00"}}\n</tool_call>'
+    script = lambda turn, row: [call, ANSWER][turn]  # noqa: E731
+    (traj,) = _roll(tiny_tokenizer, {"search": echo}, script)
+    assert traj.tool_calls[0]["arguments"] == {"query": "caf\ufffd \U0001f600"}
+    assert traj.messages[3]["content"] == "[caf\ufffd \U0001f600] caf\ufffd"
+    data = TrajectoryDataset(str(tmp_path / "rollouts.parquet"))
+    data.save([traj])
+    assert data.load()[0].tool_calls == traj.tool_calls

@@ -33,6 +33,7 @@ from typing import Any
 from tirl.core.registry import getter
 from tirl.core.tools.base import check_arguments
 from tirl.core.types import ParsedTurn, ParseError, Tool, ToolCall
+from tirl.core.utf8 import valid_utf8_values
 
 #: Text the engine may leave at the end of a turn: the turn terminator and the eos token.
 #: Only trailing copies are dropped; anywhere else they are ordinary text.
@@ -61,7 +62,9 @@ def _hermes_tool_call(tag: str, body: str) -> tuple[ToolCall | None, ParseError 
         return None, ParseError("invalid_json", f"<{tag}> body is not JSON: {type(exc).__name__}")
     if not isinstance(obj, dict):
         return None, ParseError("invalid_json", f"<{tag}> body is a {type(obj).__name__}, not an object")
-    name, args = obj.get("name"), obj.get("arguments")
+    # JSON escapes can spell lone surrogates ("\ud800"), which no tokenizer or Parquet file
+    # takes: the decoded values are made valid UTF-8 here, where they enter.
+    name, args = valid_utf8_values(obj.get("name")), valid_utf8_values(obj.get("arguments"))
     if not isinstance(name, str):
         return None, ParseError("invalid_json", f"<{tag}> body has no string \"name\"")
     if not isinstance(args, dict):

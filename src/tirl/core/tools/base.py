@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import jsonschema
 
 from tirl.core.types import Tool, ToolCall
+from tirl.core.utf8 import valid_utf8
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def _short(reason: str) -> str:
 
 
 def _error(name: str, reason: str) -> ToolResult:
-    reason = _short(reason)
+    reason = valid_utf8(_short(reason))  # an exception's message may quote the bad text
     return ToolResult(text=f"Error: {name} failed: {reason}", ok=False, error=reason)
 
 
@@ -210,7 +211,8 @@ def _as_result(name: str, value: Any) -> ToolResult:
         return _error(name, _exc_reason(value))
     if not isinstance(value, str):
         return _error(name, f"tool returned {type(value).__name__}, not text")
-    return ToolResult(text=value, ok=True, error=None)
+    # Tool text enters the trajectory here: made valid UTF-8 once (tirl.core.utf8).
+    return ToolResult(text=valid_utf8(value), ok=True, error=None)
 
 
 def _exc_reason(exc: BaseException) -> str:
