@@ -166,8 +166,9 @@ def _run_with_timeout(fn: Callable[[], Any], timeout_s: float | None) -> Any:
     """Run ``fn()``; raise :class:`ToolTimeoutError` if it has not returned in ``timeout_s``.
 
     The work runs in a daemon thread so that a tool that never returns cannot keep the
-    process alive; such a thread is abandoned (Python cannot kill threads), which is why
-    tools that do I/O should also honour their own timeouts.
+    process alive; such a thread is abandoned (Python cannot kill threads). A tool that
+    ``honours_timeout`` is therefore not run here: it gets the timeout and ends by it itself
+    (:func:`_batch_fn`).
     """
     if timeout_s is None:
         return fn()
@@ -222,6 +223,20 @@ def _exc_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
+def _honours_timeout(tool: Any) -> bool:
+    return bool(getattr(tool, "honours_timeout", False)) and callable(
+        getattr(tool, "call_batch", None))
+
+
+def _batch_fn(tool: Any, args: list[dict[str, Any]],
+              timeout_s: float | None) -> Callable[[], Sequence[Any]]:
+    """``tool.call_batch(args)`` as a thunk that ends by ``timeout_s``: the tool's own
+    deadline when it ``honours_timeout``, else a helper thread abandoned at the timeout."""
+    if _honours_timeout(tool):
+        return lambda: tool.call_batch(args, timeout_s=timeout_s)
+    return lambda: _run_with_timeout(lambda: tool.call_batch(args), timeout_s)
+
+
 def call_tool(tools: Mapping[str, Tool], call: ToolCall, *,
               timeout_s: float | None = None) -> ToolResult:
     """Execute one tool call. Never raises (except ``KeyboardInterrupt``/``SystemExit``).
@@ -239,7 +254,10 @@ def call_tool(tools: Mapping[str, Tool], call: ToolCall, *,
     tool = tools[call.name]
     arguments = dict(call.arguments)
     try:
-        value = _run_with_timeout(lambda: tool(**arguments), timeout_s)
+        if _honours_timeout(tool):
+            value = _batch_fn(tool, [arguments], timeout_s)()[0]
+        else:
+            value = _run_with_timeout(lambda: tool(**arguments), timeout_s)
     except Exception as exc:  # noqa: BLE001 - a tool failure is an observation, not a crash
         log.debug("tool %s failed", call.name, exc_info=True)
         return _error(call.name, _exc_reason(exc))
@@ -252,8 +270,9 @@ def call_tools_batch(tools: Mapping[str, Tool], calls: Sequence[ToolCall], *,
 
     Calls to a tool that has ``call_batch`` go to it in one batched call (an exception in a
     result slot fails that call; the batch raising or timing out fails that tool's calls); the others run on a bounded thread pool
-    (``max_workers``), each with its own ``timeout_s``. Results come back in the order of
-    ``calls``; count failures with ``sum(not r.ok for r in results)``. Never raises.
+    (``max_workers``), each with its own ``timeout_s``. A batched tool with
+    ``honours_timeout = True`` gets ``call_batch(args, timeout_s=...)`` and ends by it itself,
+    so no thread outlives the timeout. Results come back in the order of ``calls``; count failures with ``sum(not r.ok for r in results)``. Never raises.
     """
     results: list[ToolResult | None] = [None] * len(calls)
     batched: dict[str, list[int]] = {}
@@ -271,7 +290,7 @@ def call_tools_batch(tools: Mapping[str, Tool], calls: Sequence[ToolCall], *,
         tool = tools[name]
         args = [dict(calls[i].arguments) for i in idx]
         try:
-            values = _run_with_timeout(lambda: tool.call_batch(args), timeout_s)
+            values = _batch_fn(tool, args, timeout_s)()
             if len(values) != len(idx):
                 raise RuntimeError(f"call_batch returned {len(values)} results for "
                                    f"{len(idx)} calls")
