@@ -54,6 +54,7 @@ HERMES_CASES = [
     (P.format_tool_call("search", {"q": "x"}), ["schema_mismatch"], "invalid"),
     (P.format_tool_call("search", {"query": 3}), ["schema_mismatch"], "invalid"),
     (P.format_tool_call("search", {"query": "x", "k": 2}), ["schema_mismatch"], "invalid"),
+    (P.format_tool_call("search", {"query": "   "}), ["schema_mismatch"], "invalid"),
     ("<tool_call>{\"name\": \"search\", \"arguments\": {}}</tool_call>", ["schema_mismatch"], "invalid"),
     ("Let me search. " + CALL, ["text_outside_tags"], "invalid"),
     ("<answer>Norvale</answer> I am sure.", ["text_outside_tags"], "invalid"),
@@ -212,7 +213,7 @@ _plain = st.text(st.characters(blacklist_characters="<>", blacklist_categories=(
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(think=_plain, query=_plain.filter(bool))  # the schema wants a non-empty query
+@given(think=_plain, query=_plain.filter(str.strip))  # the schema wants a non-blank query
 def test_rendered_calls_parse_back(think, query):
     """Whatever the query text (quotes, backslashes, unicode), the tool-call text round-trips.
     (A query holding a literal closing tag cannot: docs/protocol.md, "Limits".)"""
@@ -255,3 +256,50 @@ def test_docs_table_is_the_parsers_behaviour(name):
     for text, rules, kind in rows:
         turn = get_parser(name).parse(text, TOOLS)
         assert (rule_names(turn), turn.kind) == (rules, kind), text
+
+
+# --- work is linear in the text (issue 15, item 9) ------------------------------------------
+
+
+def _parser_lines_run(text: str, name: str = "hermes") -> int:
+    """Python lines executed inside parsers.py while parsing ``text``: a count of work that
+    does not depend on the machine's speed (a quadratic scan shows as quadratic lines)."""
+    import sys
+
+    from tirl.core.agent import parsers
+
+    count = 0
+
+    def tracer(frame, event, arg):
+        nonlocal count
+        if frame.f_code.co_filename != parsers.__file__:
+            return None
+        if event == "line":
+            count += 1
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        get_parser(name).parse(text, TOOLS)
+    finally:
+        sys.settrace(previous)
+    return count
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+@pytest.mark.parametrize("unit", ["<think></answer>", "<answer></think>", "<think><|im_end|>",
+                                  "<tool_call><think></answer>", "<|im_end|> "])
+def test_parse_work_is_linear_on_mismatched_tags(name, unit):
+    """Doubling a run of mismatched tags at most doubles the parser's work (plus a constant).
+    Before the fix each stray closing tag scanned the whole stack of open tags: 1.1 MB of
+    alternating <think> and </answer> took minutes."""
+    n = 400
+    small, large = (_parser_lines_run(unit * k, name) for k in (n, 2 * n))
+    assert large <= 2 * small + 200, (small, large)
+
+
+def test_parse_of_a_megabyte_of_mismatched_tags_gives_its_verdict():
+    turn = parse("<think></answer>" * 70_000, TOOLS)  # 1.1 MB
+    assert rule_names(turn) == ["unclosed_tag", "nested_tag", "no_action"]
+    assert parse("<answer>x</answer>" + "<|im_end|>" * 100_000, TOOLS).answer == "x"

@@ -296,3 +296,39 @@ def test_engine_names_each_trajectory_for_kv_reuse(tiny_tokenizer, tools):
     run_rollouts(backend=Recording(tiny_tokenizer, script), tokenizer=tiny_tokenizer, tools=tools,
                  questions=QUESTIONS[:1], group_size=3, config=RolloutConfig())
     assert seen == [[0, 1, 2], [1, 2]]
+
+
+def test_a_blank_query_is_a_verdict_of_its_own_trajectory_only(tiny_tokenizer, tools):
+    """Issue 15, item 1: one trajectory's blank query is a parse verdict (schema_mismatch) that
+    PRS sees, and no other trajectory's tool result changes."""
+    from tirl.core.rewards.prs import PRSConfig, prs_reward
+
+    blank = P.format_tool_call("search", {"query": "   "})
+    script = lambda turn, row: [[CALL, blank][row], ANSWER][turn]  # noqa: E731
+    both = _roll(tiny_tokenizer, tools, script, questions=QUESTIONS)
+    (alone,) = _roll(tiny_tokenizer, tools, lambda turn, row: [CALL, ANSWER][turn])
+    good, bad = both
+    assert good.messages == alone.messages and good.tool_calls == alone.tool_calls
+    assert good.tool_calls[0]["ok"] and good.finish_reason == "answer"
+    assert bad.parse_errors == ["schema_mismatch"] and bad.finish_reason == "invalid"
+    assert bad.tool_calls == []  # never executed
+    q = {"id": "q1", "question": "?", "answers": ["Norvale"], "task": "short"}
+    assert prs_reward(bad, q, config=PRSConfig()).stage == 0
+
+
+def test_lone_surrogates_from_the_model_or_a_tool_never_reach_the_parquet_save(
+        tiny_tokenizer, tmp_path):
+    """Issue 15, item 5: a JSON escape of a lone surrogate in a tool call, and a tool whose
+    text holds one, are made valid UTF-8 where they enter; the rollout saves and loads."""
+    from tirl.core.tools.search import SEARCH_PARAMETERS
+    from tirl.datasets.trajectories import TrajectoryDataset
+
+    echo = FunctionTool("search", "echo", SEARCH_PARAMETERS, lambda query: f"[{query}] caf\udcff")
+    call = '<tool_call>\n{"name": "search", "arguments": {"query": "caf\\ud800 \\ud83d\\ude00"}}\n</tool_call>'
+    script = lambda turn, row: [call, ANSWER][turn]  # noqa: E731
+    (traj,) = _roll(tiny_tokenizer, {"search": echo}, script)
+    assert traj.tool_calls[0]["arguments"] == {"query": "caf\ufffd \U0001f600"}
+    assert traj.messages[3]["content"] == "[caf\ufffd \U0001f600] caf\ufffd"
+    data = TrajectoryDataset(str(tmp_path / "rollouts.parquet"))
+    data.save([traj])
+    assert data.load()[0].tool_calls == traj.tool_calls

@@ -18,13 +18,8 @@ from tirl.core.tools.search import (
     format_passages,
     truncate_text,
 )
-from tirl.core.tools.search_backends import (
-    SEARCH_BACKENDS,
-    Passage,
-    RemoteRetriever,
-    RemoteSearchError,
-    corpus_hash,
-)
+from tirl.core.tools.search_backends import SEARCH_BACKENDS, Passage, corpus_hash
+from tirl.core.tools.search_remote import RemoteRetriever, RemoteSearchError
 from tirl.core.types import ToolCall
 
 # Distractors share first names, surnames and birth-year patterns with the target.
@@ -205,6 +200,8 @@ class _RetrievalServer:
         self.mode = "ok"
         self.requests: list[dict] = []
         self.fail_first = 0  # answer 503 to this many requests before behaving
+        self.sent = 0  # body bytes written in "trickle" mode before the client hung up
+        self.trickle_total = 0  # bytes of the whole trickled answer
         self.release = threading.Event()
         server = self
 
@@ -228,10 +225,32 @@ class _RetrievalServer:
                     return self._send(200, json.dumps({"result": "nope"}).encode())
                 if server.mode == "slow":
                     server.release.wait(10)  # bounded; released at teardown
+                if server.mode == "deep":
+                    return self._send(200, b"[" * 100_000 + b"]" * 100_000)
                 result = [[{"document": {"id": str(j), "contents": f'"Title {q} {j}"\nText {j} about {q}.'},
                             "score": 1.0 / (j + 1)} for j in range(body["topk"])]
                           for q in body["queries"]]
-                return self._send(200, json.dumps({"result": result}).encode())
+                payload = json.dumps({"result": result}).encode()
+                if server.mode == "trickle":
+                    return self._trickle(payload)
+                return self._send(200, payload)
+
+            def _trickle(self, payload):
+                # A valid answer, one byte every 50 ms (seconds in all): every read of the
+                # client gets a byte well within any per-read timeout.
+                server.trickle_total = len(payload)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                try:
+                    for byte in payload:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        server.sent += 1
+                        if server.release.wait(0.05):
+                            return
+                except OSError:  # the client hung up: what a deadline does
+                    pass
 
             def _send(self, status, payload):
                 self.send_response(status)
@@ -307,7 +326,8 @@ def test_remote_timeout(server):
     server.mode = "slow"
     tool = _remote(server, timeout_s=0.2, max_retries=1)
     text, ok, error = call_tool({"search": tool}, ToolCall("search", {"query": "q"}))
-    assert not ok and "no answer within 0.2 s (after 2 attempts)" in error
+    # timeout_s is the whole call's deadline: the first attempt used all of it.
+    assert not ok and "no answer within 0.2 s (after 1 attempt)" in error
 
 
 def test_remote_server_down():
@@ -315,3 +335,71 @@ def test_remote_server_down():
                                 sleep=lambda s: None)
     with pytest.raises(RemoteSearchError, match="connection failed"):
         retriever.retrieve(["q"], 1)
+
+
+# --- one bad query fails alone (issue 15, item 1) ----------------------------------------
+
+
+@pytest.mark.parametrize("blank", ["   ", "\t\n", "\u3000"])
+def test_a_blank_query_is_invalid_arguments(bm25_tool, blank):
+    text, ok, error = call_tool({"search": bm25_tool}, ToolCall("search", {"query": blank}))
+    assert not ok and error.startswith("invalid arguments: at 'query': ")
+    assert error.endswith("is blank (only whitespace)")
+
+
+def test_one_blank_query_does_not_change_any_other_result_in_the_batch(bm25_tool):
+    good = ["Alice Marlow chemist", "Norvale river", "Bob Marlow"]
+    alone = [call_tool({"search": bm25_tool}, ToolCall("search", {"query": q})) for q in good]
+    calls = [ToolCall("search", {"query": q}) for q in good]
+    calls.insert(1, ToolCall("search", {"query": "   "}))
+    results = call_tools_batch({"search": bm25_tool}, calls)
+    assert [r.ok for r in results] == [True, False, True, True]
+    assert [results[0], *results[2:]] == alone
+
+
+def test_call_batch_fails_a_bad_query_in_its_own_slot(bm25_tool):
+    """Even called directly (no schema check first), the batched search keeps a bad query's
+    failure in that query's slot."""
+    out = bm25_tool.call_batch([{"query": "Norvale river"}, {"query": " "}, {"query": 3}])
+    assert out[0].startswith("Doc 1 (Title: Norvale)")
+    assert isinstance(out[1], ValueError) and isinstance(out[2], ValueError)
+    results = call_tools_batch({"search": bm25_tool}, [ToolCall("search", {"query": "Norvale river"})])
+    assert results[0].text == out[0]
+
+
+# --- one deadline per remote call, end to end (issue 15, item 6) ---------------------------
+
+
+def test_remote_deadline_holds_against_a_server_that_trickles(server):
+    """A server that sends a byte every 50 ms never trips a per-read timeout; the call's one
+    deadline still ends it, long before the answer is complete."""
+    server.mode = "trickle"
+    tool = _remote(server, timeout_s=0.5, max_retries=2)
+    with pytest.raises(RemoteSearchError, match=r"no answer within 0\.5 s"):
+        tool(query="q")
+    # Hung up mid-answer (the whole answer takes about 9 s), and made no second attempt.
+    assert 0 < server.sent < server.trickle_total and len(server.requests) == 1
+
+
+def test_engine_timeout_reaches_the_remote_call_and_leaves_no_thread(server):
+    """The engine's tool timeout is the remote call's deadline, so the call ends by itself:
+    no abandoned thread keeps reading from the server."""
+    server.mode = "trickle"
+    tool = _remote(server, timeout_s=30.0)
+    (result,) = call_tools_batch({"search": tool}, [ToolCall("search", {"query": "q"})],
+                                 timeout_s=0.5)
+    assert not result.ok and "no answer within 0.5 s" in result.error
+    assert [t.name for t in threading.enumerate() if t.name.startswith("tirl")] == []
+
+
+def test_remote_deeply_nested_body_is_a_clear_error(server):
+    server.mode = "deep"
+    with pytest.raises(RemoteSearchError, match="answer is not JSON: nested too deeply"):
+        _remote(server)(query="q")
+
+
+def test_remote_answer_size_is_bounded(server):
+    tool = _remote(server)
+    tool.retriever.max_response_bytes = 64
+    with pytest.raises(RemoteSearchError, match="answer larger than 64 bytes"):
+        tool(query="q")

@@ -191,3 +191,26 @@ def test_doctests():
             assert attempted > 0 and failed == 0, module.__name__
     finally:
         logging.disable(logging.NOTSET)
+
+
+def test_blank_strings_are_refused_where_the_schema_wants_a_non_empty_one():
+    t = FunctionTool("f", "", QUERY_SCHEMA, str)
+    assert validate_arguments(t, {"query": "  "}) == "at 'query': '  ' is blank (only whitespace)"
+    assert validate_arguments(t, {"query": " a "}) is None
+    # Without minLength a blank string is a value like any other.
+    free = FunctionTool("g", "", {"type": "object", "properties": {"sep": {"type": "string"}}}, str)
+    assert validate_arguments(free, {"sep": " "}) is None
+
+
+class _PerCall(_Batched):
+    """call_batch that fails one call in its slot (an exception value), not the batch."""
+
+    def call_batch(self, arguments):
+        return [ValueError("no such page") if a["query"] == "x" else a["query"].upper()
+                for a in arguments]
+
+
+def test_an_exception_in_a_batch_slot_fails_that_call_only():
+    results = call_tools_batch({"bsearch": _PerCall()}, [ToolCall("bsearch", {"query": q})
+                                                          for q in ("a", "x", "b")])
+    assert [r.text for r in results] == ["A", "Error: bsearch failed: ValueError: no such page", "B"]

@@ -17,7 +17,8 @@ from tirl.core.tools.search import (
     format_passages,
     truncate_text,
 )
-from tirl.core.tools.search_backends import SEARCH_BACKENDS, Passage, RemoteSearchError
+from tirl.core.tools.search_backends import SEARCH_BACKENDS, Passage
+from tirl.core.tools.search_remote import RemoteSearchError
 
 __all__ = [
     "SEARCH_BACKENDS",

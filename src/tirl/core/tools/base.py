@@ -7,9 +7,11 @@ failure (unknown tool, arguments that break the schema, an exception, a timeout)
 error *text* for the ``<tool_response>``, because one bad tool call must not end the batch:
 the trajectory goes on and the failure is counted (``ToolResult.ok``).
 
-A tool may also offer ``call_batch(list_of_arguments) -> list[str]``; then the calls of one
-turn that go to it are executed in one batched call (BM25 and dense search score all queries
-of a turn in one matrix product).
+A tool may also offer ``call_batch(list_of_arguments) -> list[str | Exception]``; then the
+calls of one turn that go to it are executed in one batched call (BM25 and dense search score
+all queries of a turn in one matrix product). A call that fails alone comes back as an
+exception in its slot, so it fails that call only; ``call_batch`` raising fails them all
+(the backend itself is down).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, NamedTuple
 import jsonschema
 
 from tirl.core.types import Tool, ToolCall
+from tirl.core.utf8 import valid_utf8
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ __all__ = [
     "ToolTimeoutError",
     "call_tool",
     "call_tools_batch",
+    "check_arguments",
     "tool_schema",
     "tool_schemas",
     "validate_arguments",
@@ -91,34 +95,61 @@ _VALIDATORS: dict[int, tuple[Any, Any]] = {}
 _VALIDATORS_LOCK = threading.Lock()
 
 
+def _min_length_not_blank(validator: Any, min_length: Any, instance: Any, schema: Any) -> Any:
+    # JSON Schema counts whitespace as characters, so "   " passes minLength 1; a policy that
+    # writes a blank query has not asked anything, and that is its own verdict (a parse rule
+    # PRS sees), not a retriever error that would fail the batch.
+    yield from _MIN_LENGTH(validator, min_length, instance, schema)
+    if (validator.is_type(instance, "string") and isinstance(min_length, int)
+            and 1 <= min_length <= len(instance) and not instance.strip()):
+        yield jsonschema.ValidationError(f"{instance!r} is blank (only whitespace)")
+
+
+_MIN_LENGTH = jsonschema.validators.validator_for({}).VALIDATORS["minLength"]
+
+
 def _validator(schema: dict[str, Any]) -> Any:
     # Building a validator checks the schema itself; do it once per schema object.
     key = id(schema)
     with _VALIDATORS_LOCK:
         hit = _VALIDATORS.get(key)
         if hit is None or hit[0] is not schema:
-            cls = jsonschema.validators.validator_for(schema)
-            cls.check_schema(schema)
+            base = jsonschema.validators.validator_for(schema)
+            base.check_schema(schema)
+            cls = jsonschema.validators.extend(base, {"minLength": _min_length_not_blank})
             hit = (schema, cls(schema))
             _VALIDATORS[key] = hit
     return hit[1]
 
 
-def validate_arguments(tool: Tool, arguments: Any) -> str | None:
-    """``None`` when ``arguments`` validate against ``tool.parameters``, else a short reason.
+def check_arguments(schema: dict[str, Any], arguments: Any) -> str | None:
+    """``None`` when ``arguments`` validate against the JSON ``schema``, else a short reason.
 
-    >>> t = FunctionTool("f", "", {"type": "object", "properties": {"q": {"type": "string"}},
-    ...                            "required": ["q"], "additionalProperties": False}, str)
-    >>> validate_arguments(t, {"q": "x"}) is None
-    True
-    >>> validate_arguments(t, {"q": 1})
-    "at 'q': 1 is not of type 'string'"
+    Standard JSON Schema, with one rule more: a string whose schema asks ``minLength >= 1``
+    must hold more than whitespace. Raises ``jsonschema.SchemaError`` for a broken schema.
     """
-    error = jsonschema.exceptions.best_match(_validator(tool.parameters).iter_errors(arguments))
+    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(arguments))
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path)
     return f"at {where!r}: {error.message}" if where else error.message
+
+
+def validate_arguments(tool: Tool, arguments: Any) -> str | None:
+    """``None`` when ``arguments`` validate against ``tool.parameters``, else a short reason
+    (:func:`check_arguments`).
+
+    >>> t = FunctionTool("f", "", {"type": "object", "properties": {"q": {"type": "string",
+    ...                            "minLength": 1}}, "required": ["q"],
+    ...                            "additionalProperties": False}, str)
+    >>> validate_arguments(t, {"q": "x"}) is None
+    True
+    >>> validate_arguments(t, {"q": 1})
+    "at 'q': 1 is not of type 'string'"
+    >>> validate_arguments(t, {"q": "  "})
+    "at 'q': '  ' is blank (only whitespace)"
+    """
+    return check_arguments(tool.parameters, arguments)
 
 
 def _short(reason: str) -> str:
@@ -127,7 +158,7 @@ def _short(reason: str) -> str:
 
 
 def _error(name: str, reason: str) -> ToolResult:
-    reason = _short(reason)
+    reason = valid_utf8(_short(reason))  # an exception's message may quote the bad text
     return ToolResult(text=f"Error: {name} failed: {reason}", ok=False, error=reason)
 
 
@@ -135,8 +166,9 @@ def _run_with_timeout(fn: Callable[[], Any], timeout_s: float | None) -> Any:
     """Run ``fn()``; raise :class:`ToolTimeoutError` if it has not returned in ``timeout_s``.
 
     The work runs in a daemon thread so that a tool that never returns cannot keep the
-    process alive; such a thread is abandoned (Python cannot kill threads), which is why
-    tools that do I/O should also honour their own timeouts.
+    process alive; such a thread is abandoned (Python cannot kill threads). A tool that
+    ``honours_timeout`` is therefore not run here: it gets the timeout and ends by it itself
+    (:func:`_batch_fn`).
     """
     if timeout_s is None:
         return fn()
@@ -176,9 +208,12 @@ def _check_call(tools: Mapping[str, Tool], call: ToolCall) -> ToolResult | None:
 
 
 def _as_result(name: str, value: Any) -> ToolResult:
+    if isinstance(value, Exception):  # a batched tool's call that failed alone
+        return _error(name, _exc_reason(value))
     if not isinstance(value, str):
         return _error(name, f"tool returned {type(value).__name__}, not text")
-    return ToolResult(text=value, ok=True, error=None)
+    # Tool text enters the trajectory here: made valid UTF-8 once (tirl.core.utf8).
+    return ToolResult(text=valid_utf8(value), ok=True, error=None)
 
 
 def _exc_reason(exc: BaseException) -> str:
@@ -186,6 +221,20 @@ def _exc_reason(exc: BaseException) -> str:
         return str(exc)
     msg = str(exc)
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _honours_timeout(tool: Any) -> bool:
+    return bool(getattr(tool, "honours_timeout", False)) and callable(
+        getattr(tool, "call_batch", None))
+
+
+def _batch_fn(tool: Any, args: list[dict[str, Any]],
+              timeout_s: float | None) -> Callable[[], Sequence[Any]]:
+    """``tool.call_batch(args)`` as a thunk that ends by ``timeout_s``: the tool's own
+    deadline when it ``honours_timeout``, else a helper thread abandoned at the timeout."""
+    if _honours_timeout(tool):
+        return lambda: tool.call_batch(args, timeout_s=timeout_s)
+    return lambda: _run_with_timeout(lambda: tool.call_batch(args), timeout_s)
 
 
 def call_tool(tools: Mapping[str, Tool], call: ToolCall, *,
@@ -205,7 +254,10 @@ def call_tool(tools: Mapping[str, Tool], call: ToolCall, *,
     tool = tools[call.name]
     arguments = dict(call.arguments)
     try:
-        value = _run_with_timeout(lambda: tool(**arguments), timeout_s)
+        if _honours_timeout(tool):
+            value = _batch_fn(tool, [arguments], timeout_s)()[0]
+        else:
+            value = _run_with_timeout(lambda: tool(**arguments), timeout_s)
     except Exception as exc:  # noqa: BLE001 - a tool failure is an observation, not a crash
         log.debug("tool %s failed", call.name, exc_info=True)
         return _error(call.name, _exc_reason(exc))
@@ -216,10 +268,11 @@ def call_tools_batch(tools: Mapping[str, Tool], calls: Sequence[ToolCall], *,
                      timeout_s: float | None = None, max_workers: int = 8) -> list[ToolResult]:
     """Execute the tool calls of one turn (of all live trajectories) together.
 
-    Calls to a tool that has ``call_batch`` go to it in one batched call (whose failure or
-    timeout fails those calls only); the others run on a bounded thread pool
-    (``max_workers``), each with its own ``timeout_s``. Results come back in the order of
-    ``calls``; count failures with ``sum(not r.ok for r in results)``. Never raises.
+    Calls to a tool that has ``call_batch`` go to it in one batched call (an exception in a
+    result slot fails that call; the batch raising or timing out fails that tool's calls); the others run on a bounded thread pool
+    (``max_workers``), each with its own ``timeout_s``. A batched tool with
+    ``honours_timeout = True`` gets ``call_batch(args, timeout_s=...)`` and ends by it itself,
+    so no thread outlives the timeout. Results come back in the order of ``calls``; count failures with ``sum(not r.ok for r in results)``. Never raises.
     """
     results: list[ToolResult | None] = [None] * len(calls)
     batched: dict[str, list[int]] = {}
@@ -237,7 +290,7 @@ def call_tools_batch(tools: Mapping[str, Tool], calls: Sequence[ToolCall], *,
         tool = tools[name]
         args = [dict(calls[i].arguments) for i in idx]
         try:
-            values = _run_with_timeout(lambda: tool.call_batch(args), timeout_s)
+            values = _batch_fn(tool, args, timeout_s)()
             if len(values) != len(idx):
                 raise RuntimeError(f"call_batch returned {len(values)} results for "
                                    f"{len(idx)} calls")

