@@ -166,3 +166,46 @@ def test_world_references_match_and_other_entities_do_not(world_long_questions) 
             wrong = judge.judge(question=q["question"], reference=ref,
                                 answer=other["answers"][0], facts=facts)
             assert not wrong.match, (q["question"], other["answers"][0], wrong.rationale)
+
+
+# --- honest and false answers on the built-in world (issue 15: facts checked as facts) -----
+
+
+@pytest.fixture(scope="module")
+def world_answers() -> list:
+    false_answers = pytest.importorskip("false_answers")
+    generator = pytest.importorskip("tirl.core.world.generator")
+    world = generator.generate_world(WorldConfig())
+    return [(q, false_answers.answers(q)) for q in false_answers.long_questions(world)]
+
+
+def _judge_world(judge: RubricJudge, q, answer: str):
+    return judge.judge(question=q.record["question"], reference=q.record["answers"][0],
+                       answer=answer, facts=list(q.record["facts"]))
+
+
+def test_world_honest_paraphrases_score_one(world_answers) -> None:
+    # The reference, reordered, in the corpus's other wordings, merged into one sentence, with
+    # pronouns: all state every fact, so all are a full Match.
+    from false_answers import HONEST
+
+    judge = RubricJudge()
+    for q, texts in world_answers:
+        for case in HONEST:
+            v = _judge_world(judge, q, texts[case])
+            assert v.score == 1.0 and v.match, (case, texts[case], v.rationale)
+
+
+def test_world_false_answers_score_below_one_fact_missing(world_answers) -> None:
+    # True values in the wrong slots, negated facts and bare value lists state no fact (or
+    # false ones): each scores below an honest answer that leaves one fact out, and none is
+    # a Match.
+    from false_answers import FALSE
+
+    judge = RubricJudge()
+    for q, texts in world_answers:
+        bar = _judge_world(judge, q, texts["one_missing"]).score
+        assert 0.0 < bar < 1.0
+        for case in FALSE:
+            v = _judge_world(judge, q, texts[case])
+            assert v.score < bar and not v.match, (case, texts[case], v.rationale)
