@@ -84,9 +84,10 @@ def _between(text: str, start: str, end: str) -> str:
 def stand_in_grader(prompt: str) -> str:
     """A stand-in judge model (see the module docstring): the default prompt in, a verdict
     in the required format out."""
-    v = RubricJudge().judge(question=_between(prompt, "Question:\n", "\n\nReference answer:"),
-                            reference=_between(prompt, "Reference answer:\n", "\n\nThe candidate"),
-                            answer=_between(prompt, "<candidate_answer>\n", "\n</candidate_answer>"))
+    v = RubricJudge().judge(
+        question=_between(prompt, "Question:\n", "\n\nReference answer:"),
+        reference=_between(prompt, "Reference answer:\n", "\n\nThe candidate"),
+        answer=_between(prompt, "<candidate_answer>\n", "\n</candidate_answer>"))
     score = round(10 * v.score)
     return json.dumps({"score": score, "verdict": "Match" if score >= 7 else "Mismatch"})
 
@@ -180,7 +181,8 @@ def test_false_answers_pay_less_than_one_fact_missing(case: str, facts: list, ju
     def verdict(answer: str):
         return judge.judge(question=LONG_Q, reference=REFERENCE, answer=answer, facts=facts)
 
-    honest, missing, false = verdict(REFERENCE), verdict(ONE_MISSING), verdict(FALSE_ANSWERS[case])
+    honest, missing = verdict(REFERENCE), verdict(ONE_MISSING)
+    false = verdict(FALSE_ANSWERS[case])
     assert honest.match and honest.score == 1.0
     assert false.score < missing.score < honest.score, (false.rationale, missing.rationale)
     assert not false.match

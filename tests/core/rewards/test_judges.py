@@ -9,7 +9,9 @@ import types
 
 import pytest
 
+import tirl.core.rewards.facts as facts_mod
 import tirl.core.rewards.judges as judges_mod
+import tirl.core.rewards.rubric as rubric_mod
 from tirl.core.config import ConfigError
 from tirl.core.rewards.judges import JUDGES, RubricJudge, make_judge, parse_fact
 from tirl.core.world.config import WorldConfig
@@ -23,23 +25,34 @@ def verdict(answer: str, judge: RubricJudge | None = None, facts=FACTS, ref=REF)
     return (judge or RubricJudge()).judge(question=Q, reference=ref, answer=answer, facts=facts)
 
 
-def test_doctests() -> None:
-    result = doctest.testmod(judges_mod)
+@pytest.mark.parametrize("module", [judges_mod, rubric_mod, facts_mod])
+def test_doctests(module) -> None:
+    result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.parametrize("fact, value, cue", [
-    ("Alvar Quen was born in Mirebrook.", "mirebrook", {"born"}),
-    ("Mirebrook lies in the Kesh Valley.", "kesh valley", {"mirebrook"}),
-    ("Alvar Quen was born in 1843.", "1843", {"born"}),
-    ("Alvar Quen works as a blacksmith.", "blacksmith", {"works"}),
-    ("The population of Tarsk is 12,400.", "12400", {"population", "tarsk"}),
-    ("Alvar Quen | born_in | Mirebrook", "mirebrook", {"born"}),
-    ("Alvar Quen | member_of | the Iron Guild", "iron guild", {"member"}),
+@pytest.mark.parametrize("fact, subject, value, kinds, cue, copula", [
+    ("Alvar Quen was born in Mirebrook.", {"alvar", "quen"}, "mirebrook",
+     {"born_in", "birth_year"}, set(), False),
+    ("Mirebrook lies in the Kesh Valley.", {"mirebrook"}, "kesh valley", {"located_in"}, set(),
+     False),
+    ("Alvar Quen was born in the year 1843.", {"alvar", "quen"}, "1843", {"birth_year"}, set(),
+     False),
+    ("Alvar Quen works as a blacksmith.", {"alvar", "quen"}, "blacksmith", {"occupation"},
+     set(), True),  # an occupation may also be worded "X is a blacksmith"
+    ("Alvar Quen is a blacksmith.", {"alvar", "quen"}, "blacksmith", set(), set(), True),
+    ("The population of Tarsk is 12,400.", {"tarsk"}, "12400", set(), {"population"}, False),
+    ("Alvar Quen | born_in | Mirebrook", {"alvar", "quen"}, "mirebrook", {"born_in"}, set(),
+     False),
+    ("Alvar Quen | member_of | the Iron Guild", {"alvar", "quen"}, "iron guild", set(),
+     {"member"}, False),
 ])
-def test_parse_fact(fact: str, value: str, cue: set) -> None:
-    parsed = parse_fact(fact, Q)
-    assert parsed.value == value and parsed.cue == frozenset(cue)
+def test_parse_fact(fact: str, subject: set, value: str, kinds: set, cue: set,
+                    copula: bool) -> None:
+    parsed = parse_fact(fact)
+    assert parsed.subject == frozenset(subject) and " ".join(parsed.value) == value
+    assert parsed.kinds == frozenset(kinds) and parsed.cue == frozenset(cue)
+    assert parsed.copula is copula
 
 
 def test_hand_worked_partial_coverage() -> None:
@@ -61,6 +74,45 @@ def test_contradiction_is_penalised_beyond_missing() -> None:
     assert missing.score == pytest.approx(0.5)
     assert "contradicted 1/2" in wrong.rationale
     assert wrong.score < missing.score
+
+
+@pytest.mark.parametrize("answer, score", [
+    ("Alvar Quen was not born in Mirebrook and works as a blacksmith.", 0.0),  # 1 - 1, of 2
+    ("Alvar Quen isn't a blacksmith and was born in Mirebrook.", 0.0),
+    ("Born in Mirebrook.", 0.0),  # no subject: states nothing
+    ("He was born in Mirebrook.", 0.5),  # a pronoun names the subject
+    ("Alvar Quen's birthplace is Mirebrook.", 0.5),  # possessive; the reference's noun
+    ("Alvar Quen is a blacksmith, born in Mirebrook.", 1.0),
+    ("Alvar Quen works as a Mirebrook.", 0.0),  # a value in another slot: contradicted
+    ("Mirebrook, blacksmith.", 0.0),  # the bare values
+    ("Alvar Quen born in blacksmith works as Mirebrook", 0.0),  # swapped inside one clause
+    ("Alvar Quen was born in Mirebrook or Tarsk and works as a blacksmith.", 0.0),  # a hedge
+])
+def test_facts_are_checked_as_facts(answer: str, score: float) -> None:
+    assert verdict(answer).score == pytest.approx(score)
+
+
+def test_relation_and_negation_words_inside_names_are_names() -> None:
+    facts = ["Alvar Quen works for No Capital Works.", "The population of Tarsk is 12,400."]
+    ref = " ".join(facts)
+    assert verdict(ref, facts=facts, ref=ref).score == 1.0
+    assert verdict("Tarsk has a population of 12,400, and Alvar Quen is employed by No Capital "
+                   "Works.", facts=facts, ref=ref).score == 1.0
+
+
+def test_every_corpus_wording_states_its_canonical_fact() -> None:
+    templates = pytest.importorskip("tirl.core.world.templates")
+    values = {"text": "blacksmith", "city": "Mirebrook", "year": "1843", "company": "Iron Works",
+              "university": "Kesh University", "person": "Brin Adler", "country": "Velmark"}
+    judge = RubricJudge()
+    for (_, rel), otype in templates.RELATIONS.items():
+        name, value = "Alvar Quen", values[otype]
+        fact = templates.sentence(templates.SENTENCES[rel][0], name, value)
+        for wording in templates.SENTENCES[rel]:
+            answer = templates.sentence(wording, name, value)
+            v = judge.judge(question=f"Describe {name}.", reference=fact, answer=answer,
+                            facts=[fact])
+            assert v.score == 1.0, (answer, fact, v.rationale)
 
 
 def test_empty_answer_and_fact_free_reference() -> None:
@@ -140,9 +192,13 @@ def test_llm_judge_missing_class_is_a_clear_error(monkeypatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def world_long_questions() -> list[dict]:
+def world():
     generator = pytest.importorskip("tirl.core.world.generator")
-    world = generator.generate_world(WorldConfig())
+    return generator.generate_world(WorldConfig())
+
+
+@pytest.fixture(scope="module")
+def world_long_questions(world) -> list[dict]:
     records = (world.questions.to_dict("records") if hasattr(world.questions, "to_dict")
                else list(world.questions))
     long = [r for r in records if r["task"] == "long"]
@@ -172,10 +228,8 @@ def test_world_references_match_and_other_entities_do_not(world_long_questions) 
 
 
 @pytest.fixture(scope="module")
-def world_answers() -> list:
+def world_answers(world) -> list:
     false_answers = pytest.importorskip("false_answers")
-    generator = pytest.importorskip("tirl.core.world.generator")
-    world = generator.generate_world(WorldConfig())
     return [(q, false_answers.answers(q)) for q in false_answers.long_questions(world)]
 
 
