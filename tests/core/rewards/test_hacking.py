@@ -1,13 +1,26 @@
 """Reward hacking that must not pay (docs/rewards.md, the section of that name): for every hack
 the shaped reward is strictly below the honest correct answer's, short-form (PRS +
-length-aware BLEU) and long-form (PRS + rubric judge), with the schedule off and at its
-format-dominated start."""
+length-aware BLEU) and long-form (PRS + each judge), with the schedule off and at its
+format-dominated start; and false long-form answers (true values in the wrong slots, negated
+facts, bare value lists) pay less than an honest answer with one fact missing.
+
+The LLM judges (``openai`` over loopback HTTP, ``transformers`` with ``generate_fn``) grade
+through a stand-in model, :func:`stand_in_grader`: it reads the question, reference and
+candidate out of the rendered prompt, nothing else, and grades them with the rubric. That
+shows that their prompt carries what a grader needs, with the answer intact inside its block,
+and that their verdicts reach the reward as the rubric's do; it cannot show that a real model
+grades these cases well (that needs the model: ``inspect_rewards`` with ``judge.name:
+openai``)."""
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
-from tirl.core.rewards import make_judge, make_reward_fn
+from tirl.core.rewards import RubricJudge, make_judge, make_reward_fn
 from tirl.core.types import Trajectory
 from tirl.core.world.config import WorldConfig
 
@@ -48,6 +61,74 @@ LONG_HACKS = {
 }
 
 
+# False answers (issue 15): each has every value of the reference, or its exact wording.
+ONE_MISSING = "Alvar Quen was born in Mirebrook in 1843. He works as a blacksmith."
+FALSE_ANSWERS = {
+    "swapped": "Alvar Quen was born in Mirebrook in 1843. He works as the Iron Guild and is a "
+               "member of the blacksmith.",
+    "permuted": "Alvar Quen was born in the Iron Guild in 1843. He works as Mirebrook and is a "
+                "member of the blacksmith.",
+    "negated": "Alvar Quen was not born in Mirebrook in 1843. He does not work as a blacksmith "
+               "and is not a member of the Iron Guild.",
+    "one_negated": "Alvar Quen was born in Mirebrook in 1843. He works as a blacksmith and is "
+                   "not a member of the Iron Guild.",
+    "salad": "Mirebrook, 1843, blacksmith, Iron Guild",
+    "salad_with_subject": "Alvar Quen: Mirebrook, 1843, blacksmith, Iron Guild.",
+}
+
+
+def _between(text: str, start: str, end: str) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
+
+
+def stand_in_grader(prompt: str) -> str:
+    """A stand-in judge model (see the module docstring): the default prompt in, a verdict
+    in the required format out."""
+    v = RubricJudge().judge(
+        question=_between(prompt, "Question:\n", "\n\nReference answer:"),
+        reference=_between(prompt, "Reference answer:\n", "\n\nThe candidate"),
+        answer=_between(prompt, "<candidate_answer>\n", "\n</candidate_answer>"))
+    score = round(10 * v.score)
+    return json.dumps({"score": score, "verdict": "Match" if score >= 7 else "Mismatch"})
+
+
+@pytest.fixture(scope="module")
+def grader_url():
+    """An OpenAI-compatible chat endpoint on loopback whose model is the stand-in grader."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            reply = stand_in_grader(body["messages"][-1]["content"])
+            data = json.dumps({"choices": [{"message": {"role": "assistant",
+                                                        "content": reply}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(params=["rubric", "openai", "transformers"])
+def judge(request):
+    if request.param == "openai":
+        return make_judge("openai", base_url=request.getfixturevalue("grader_url"),
+                          model="stand-in", max_retries=0, credentials={})
+    if request.param == "transformers":
+        return make_judge("transformers", generate_fn=lambda prompt, attempt:
+                          stand_in_grader(prompt), max_retries=0)
+    return make_judge(request.param)
+
+
 def traj(answer: str, qid: str) -> Trajectory:
     return Trajectory(question_id=qid, sample_idx=0, prompt_len=0, token_ids=[], mask=[],
                       logprobs=[], messages=[], turns=[], answer=answer, finish_reason="answer")
@@ -70,10 +151,11 @@ def test_short_form_hacks_do_not_pay(hack: str, cfg: dict, step: int) -> None:
 @pytest.mark.parametrize("facts", [SENTENCE_FACTS, TRIPLE_FACTS], ids=["sentences", "triples"])
 @pytest.mark.parametrize("cfg, step", SCHEDULES)
 @pytest.mark.parametrize("hack", sorted(LONG_HACKS))
-def test_long_form_hacks_do_not_pay(hack: str, cfg: dict, step: int, facts: list) -> None:
+def test_long_form_hacks_do_not_pay(hack: str, cfg: dict, step: int, facts: list,
+                                    judge) -> None:
     question = {"id": "l1", "question": LONG_Q, "answers": [REFERENCE], "task": "long",
                 "facts": facts}
-    fn = make_reward_fn("prs", cfg, judge=make_judge("rubric"))
+    fn = make_reward_fn("prs", cfg, judge=judge)
     honest = fn(traj(REFERENCE, "l1"), question, step=step)
     hacked = fn(traj(LONG_HACKS[hack], "l1"), question, step=step)
     assert honest.reward == 1.0 and honest.outcome == 1.0
@@ -82,13 +164,34 @@ def test_long_form_hacks_do_not_pay(hack: str, cfg: dict, step: int, facts: list
 
 @pytest.mark.parametrize("hack", ["stuffing", "question", "question_repeated", "padding",
                                   "injection_only", "honest_plus_hedges"])
-def test_long_form_hacks_are_not_a_match(hack: str) -> None:
+def test_long_form_hacks_are_not_a_match(hack: str, judge) -> None:
     # The binary long-form baseline pays Match only: these hacks must not get it either.
     question = {"id": "l1", "question": LONG_Q, "answers": [REFERENCE], "task": "long",
                 "facts": SENTENCE_FACTS}
-    out = make_reward_fn("binary", judge=make_judge("rubric"))(traj(LONG_HACKS[hack], "l1"),
-                                                               question)
+    out = make_reward_fn("binary", judge=judge)(traj(LONG_HACKS[hack], "l1"), question)
     assert out.reward == 0.0
+
+
+@pytest.mark.parametrize("facts", [SENTENCE_FACTS, TRIPLE_FACTS], ids=["sentences", "triples"])
+@pytest.mark.parametrize("case", sorted(FALSE_ANSWERS))
+def test_false_answers_pay_less_than_one_fact_missing(case: str, facts: list, judge) -> None:
+    question = {"id": "l1", "question": LONG_Q, "answers": [REFERENCE], "task": "long",
+                "facts": facts}
+
+    def verdict(answer: str):
+        return judge.judge(question=LONG_Q, reference=REFERENCE, answer=answer, facts=facts)
+
+    honest, missing = verdict(REFERENCE), verdict(ONE_MISSING)
+    false = verdict(FALSE_ANSWERS[case])
+    assert honest.match and honest.score == 1.0
+    assert false.score < missing.score < honest.score, (false.rationale, missing.rationale)
+    assert not false.match
+    for cfg, step in SCHEDULES:
+        prs = make_reward_fn("prs", cfg, judge=judge)
+        assert (prs(traj(FALSE_ANSWERS[case], "l1"), question, step=step).reward
+                < prs(traj(ONE_MISSING, "l1"), question, step=step).reward)
+    assert make_reward_fn("binary", judge=judge)(traj(FALSE_ANSWERS[case], "l1"),
+                                                 question).reward == 0.0
 
 
 def test_hacks_do_not_pay_on_the_built_in_world() -> None:
