@@ -48,9 +48,10 @@ ENTRY_MODULES = {
 }
 ENTRY_FILES = {"rl": ["src/tirl/experiments.py"], "evaluation": ["src/tirl/experiments.py"],
                "evaluation_sft_only": ["src/tirl/experiments.py"]}
-# Imported but unable to change a stage's outputs: MLflow logging (and empty __init__.py files,
-# see not_a_dep).
-NOT_DEPS = {"src/tirl/tracking.py"}
+# Imported but unable to change a stage's outputs: MLflow logging, the redaction of what it
+# logs and where keys come from (a key decides whether a judge call is allowed, never its
+# verdict), and empty __init__.py files (see not_a_dep).
+NOT_DEPS = {"src/tirl/tracking.py", "src/tirl/core/secrets.py"}
 # Stage -> modules it runs only to *measure* its outputs, deliberately not deps: the pretrain
 # stage probes the base it built (for the model card), and a change to the evaluation code
 # must not make hours of pretraining stale. The card records the probe at build time;

@@ -61,3 +61,50 @@ def test_log_outputs_writes_text_and_tables(store, tmp_path):
                               "rl_model": object()})
     names = sorted(a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id))
     assert names == ["eval_sample.md", "eval_summary.csv"]
+
+
+# --- resumed runs are linked (issue 15, item 8) ---------------------------------------------
+
+
+def _toy_run(ckdir, steps: int, resume: bool) -> str:
+    from toy_rl import run_toy, toy_config
+
+    with mlflow.start_run() as run:
+        run_toy(toy_config(steps=steps, checkpoint_every=2), resume=resume, checkpoint_dir=ckdir,
+                on_metrics=tracking.make_metrics_logger("rl", resumable=str(ckdir)))
+    return run.info.run_id
+
+
+def _steps(run_id: str) -> list[int]:
+    return [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "rl/reward/mean")]
+
+
+def test_a_resumed_run_is_linked_to_the_run_it_continues(store, tmp_path):
+    ckdir = tmp_path / "checkpoints" / "rl"
+    killed = _toy_run(ckdir, steps=2, resume=True)  # "killed" after step 2's checkpoint
+    resumed = _toy_run(ckdir, steps=4, resume=True)
+    assert (_steps(killed), _steps(resumed)) == ([0, 1], [2, 3])  # one curve in two runs...
+    tags = mlflow.get_run(resumed).data.tags
+    assert tags["resumed_from"] == killed and tags["resumed_at_step"] == "2"  # ... linked
+    assert mlflow.get_run(killed).data.tags["resumed_by"] == resumed
+    assert tags["resume_key"] == mlflow.get_run(killed).data.tags["resume_key"]
+    # A run that starts at step 0 over the same folder continues nothing: no link.
+    fresh = _toy_run(ckdir, steps=2, resume=False)
+    assert _steps(fresh) == [0, 1] and "resumed_from" not in mlflow.get_run(fresh).data.tags
+    # Another checkpoint folder is another run.
+    assert "resumed_from" not in mlflow.get_run(_toy_run(tmp_path / "other", 2, True)).data.tags
+
+
+def test_params_tags_and_texts_are_redacted(store):
+    from tirl.core.secrets import Secret
+
+    key = "sk-tracking-LEAK-4b5c6d7e8f"
+    Secret(key)
+    with mlflow.start_run() as run:
+        tracking.set_tags({"note": f"key {key}"})
+        tracking._log_params({"judge": {"url": f"http://h/?k={key}"}})
+        tracking.log_outputs({"sample": f"# {key}"})
+    data = mlflow.get_run(run.info.run_id).data
+    assert data.tags["note"] == "key ***" and data.params["judge.url"] == "http://h/?k=***"
+    text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/sample.md")
+    assert text == "# ***"

@@ -5,23 +5,34 @@
   traced back to the exact code and data that produced it.
 - :class:`NodeResourcesHook`: every node's wall time and the process's peak memory after it,
   so the node that sets a run's memory peak can be read off the run.
+- :class:`SecretsHook`: a key in the parameters stops the run before anything is logged;
+  keys come from Kedro's credentials (or the environment) and are redacted everywhere.
+- :class:`RunStatusHook`: a run ended by SIGTERM, SIGINT or an exit that skips Kedro's
+  error path is marked KILLED, not left RUNNING (Kedro's error path marks it FAILED).
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
+import os
 import re
 import resource
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
 from tirl import tracking
+from tirl.core import secrets
+from tirl.core.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -124,3 +135,102 @@ class NodeResourcesHook:
     @hook_impl(tryfirst=True)  # before kedro-mlflow's own hook ends the run
     def after_pipeline_run(self) -> None:
         tracking.log_metrics({"process/peak_rss_mb": peak_rss_mb()})
+
+
+class SecretsHook:
+    """Keys never travel in the parameters, and come from Kedro's credentials.
+
+    Parameters are logged to MLflow by kedro-mlflow (every ``params:*`` input, and the
+    ``runtime_params`` tag of ``--params``), copied into outputs and tracked by DVC: a key
+    there would be stored in plain text in all of them. Redacting each of those sinks would
+    mean patching kedro-mlflow and finding every future one, so a secret-looking parameter
+    is refused instead, once the catalog exists and before the MLflow run starts
+    (``after_catalog_created`` precedes ``before_pipeline_run``), naming the key and where
+    the value goes instead (:data:`tirl.core.secrets.WHERE`). The Kedro credentials are then
+    handed to :mod:`tirl.core.secrets`, where a judge finds its entry by name and redaction
+    learns every value.
+    """
+
+    @hook_impl
+    def after_catalog_created(self, conf_creds: Mapping[str, Any] | None,
+                              parameters: Mapping[str, Any]) -> None:
+        found = secrets.secret_parameters(parameters)
+        if found:
+            raise ConfigError(
+                f"{', '.join(found)}: a secret in the parameters would be stored in plain text "
+                f"(MLflow params and tags, outputs, dvc.lock); {secrets.WHERE}")
+        secrets.provide_credentials(conf_creds)
+
+    @hook_impl
+    def on_pipeline_error(self, error: BaseException) -> None:
+        # The CLI prints this exception last; its log lines are redacted where they are made.
+        secrets.scrub_exception(error)
+
+
+class RunStatusHook:
+    """Marks the pipeline's MLflow run (and any child run still open) KILLED when SIGTERM,
+    SIGINT or an exit ends the process before Kedro's end- or error-path runs.
+
+    Without it a SIGTERM leaves the run RUNNING forever, and a Ctrl-C or ``sys.exit`` marks
+    it FINISHED (MLflow's own exit handler). The handlers are installed only while the
+    pipeline runs (and only from the main thread, where Python delivers signals); after
+    marking the run they hand the signal on to the handler that was there before, so
+    SIGINT still raises ``KeyboardInterrupt`` and SIGTERM still ends the process at once.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self._run_id: str | None = None
+        self._previous: dict[int, Any] = {}
+        self._exit_registered = False
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has started the run
+    def before_pipeline_run(self) -> None:
+        self._run_id = tracking.active_run_id()
+        if self._run_id is None:
+            return
+        if not self._exit_registered:
+            # Registered after MLflow's own handler, so it runs before it (atexit is LIFO).
+            atexit.register(self._on_exit)
+            self._exit_registered = True
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    @hook_impl(tryfirst=True)
+    def after_pipeline_run(self) -> None:
+        self._finish()
+
+    @hook_impl(tryfirst=True)  # kedro-mlflow's own hook then marks the run FAILED
+    def on_pipeline_error(self) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        self._run_id = None
+        while self._previous:
+            signum, previous = self._previous.popitem()
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
+    def _end_killed(self) -> None:
+        if self._run_id is not None:
+            tracking.end_runs(self._run_id, "KILLED")
+
+    def _on_exit(self) -> None:
+        self._end_killed()
+        self._run_id = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        logger.warning("%s: marking MLflow run %s KILLED", signal.Signals(signum).name,
+                       self._run_id)
+        self._end_killed()
+        previous = self._previous.get(signum)
+        self._finish()
+        if callable(previous):
+            previous(signum, frame)  # SIGINT: default_int_handler raises KeyboardInterrupt
+            return
+        # SIG_DFL: die of the signal, as without this hook (exit status -signum)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)

@@ -1,15 +1,17 @@
 """Kedro project settings: the config loader and the project's own hooks.
 
 kedro-mlflow registers itself through its entry point and owns the MLflow run of every
-``kedro run``; :class:`tirl.hooks.RunTagsHook` adds lineage tags to that run and
-:class:`tirl.hooks.NodeResourcesHook` each node's seconds and peak memory.
+``kedro run``; :class:`tirl.hooks.RunTagsHook` adds lineage tags to that run,
+:class:`tirl.hooks.NodeResourcesHook` each node's seconds and peak memory,
+:class:`tirl.hooks.SecretsHook` keeps keys out of the parameters (they come from Kedro's
+credentials) and :class:`tirl.hooks.RunStatusHook` marks a run killed by a signal KILLED.
 """
 
 from kedro.config import OmegaConfigLoader
 
-from tirl.hooks import NodeResourcesHook, RunTagsHook
+from tirl.hooks import NodeResourcesHook, RunStatusHook, RunTagsHook, SecretsHook
 
-HOOKS = (RunTagsHook(), NodeResourcesHook())
+HOOKS = (SecretsHook(), RunTagsHook(), NodeResourcesHook(), RunStatusHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -2,12 +2,14 @@
 
 Core code never imports mlflow: it receives an ``on_metrics(metrics, step)`` callback. This
 module builds such callbacks and opens child runs for variants, and degrades to logging only
-when no MLflow run is active (e.g. plain pytest of a node).
+when no MLflow run is active (e.g. plain pytest of a node). Every param, tag and text it
+writes goes through :func:`tirl.core.secrets.redact` first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -15,18 +17,43 @@ from typing import Any
 
 import mlflow
 
+from tirl.core.secrets import redact
+
 logger = logging.getLogger(__name__)
 
 MetricsCallback = Callable[[Mapping[str, float], int], None]
+
+#: Tags that link a resumed run to the run it continues (:func:`make_metrics_logger`).
+RESUME_KEY_TAG, RESUMED_FROM_TAG, RESUMED_BY_TAG = "resume_key", "resumed_from", "resumed_by"
 
 
 def _active() -> bool:
     return mlflow.active_run() is not None
 
 
+def active_run_id() -> str | None:
+    run = mlflow.active_run()
+    return run.info.run_id if run is not None else None
+
+
 def set_tags(tags: Mapping[str, str]) -> None:
     if _active():
-        mlflow.set_tags(dict(tags))
+        mlflow.set_tags({k: redact(str(v)) for k, v in tags.items()})
+
+
+def end_runs(run_id: str | None, status: str) -> None:
+    """End every run open in this thread (child runs first) and ``run_id`` (which may be
+    open in another thread) with ``status`` (``"KILLED"``, ``"FAILED"``). Never raises: it
+    runs on the way out of a dying process."""
+    try:
+        while mlflow.active_run() is not None:
+            mlflow.end_run(status)
+        if run_id is not None:
+            client = mlflow.MlflowClient()
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, status)
+    except Exception as exc:  # noqa: BLE001 - a store that fails now cannot be helped
+        logger.warning("could not mark MLflow run %s %s: %s", run_id, status, exc)
 
 
 #: The MLflow namespace of each stage's metrics: the one place a metric prefix is set. Core
@@ -52,19 +79,60 @@ def prefixed(metrics: Mapping[str, Any], stage: str | None) -> dict[str, Any]:
     return {f"{prefix}{k}": v for k, v in metrics.items()}
 
 
-def make_metrics_logger(stage: str | None = None) -> MetricsCallback:
+def make_metrics_logger(stage: str | None = None, *,
+                        resumable: str | None = None) -> MetricsCallback:
     """A callback that logs a step's finite scalar metrics to the active run, under the
-    prefix of ``stage`` (:data:`STAGE_PREFIXES`) so stages do not collide in one run."""
+    prefix of ``stage`` (:data:`STAGE_PREFIXES`) so stages do not collide in one run.
+
+    ``resumable`` names what a resumed run continues (the RL stage passes its checkpoint
+    folder). The active run is tagged with it (``resume_key``); when the first step logged is
+    past 0, the run was resumed from a checkpoint and its metrics continue another run's:
+    it is linked to the newest earlier run of that key (tags ``resumed_from`` here,
+    ``resumed_by`` there), so a curve split by a kill is never split without a link.
+    """
+    key = _resume_key(resumable) if resumable is not None else None
+    if key is not None:
+        set_tags({RESUME_KEY_TAG: key})
+    first = [True]
 
     def on_metrics(metrics: Mapping[str, float], step: int) -> None:
         clean = {k: float(v) for k, v in prefixed(metrics, stage).items()
                  if isinstance(v, (int, float)) and math.isfinite(float(v))}
         if _active():
+            if first[0] and key is not None and step > 0:
+                link_resumed(key, step)
+            first[0] = False
             mlflow.log_metrics(clean, step=step)
         else:
             logger.debug("step %d: %s", step, clean)
 
     return on_metrics
+
+
+def _resume_key(resumable: str) -> str:
+    # A digest: the tag is matched in a search filter, where a path's quotes would not do.
+    return hashlib.sha256(resumable.encode("utf-8")).hexdigest()[:16]
+
+
+def link_resumed(key: str, step: int) -> str | None:
+    """Tag the active run as resumed at ``step`` from the newest earlier run tagged
+    ``resume_key = key`` (and that run as resumed by this one); that run's id, or None."""
+    run = mlflow.active_run()
+    found = mlflow.search_runs(
+        experiment_ids=[run.info.experiment_id], output_format="list", max_results=10,
+        filter_string=f"tags.{RESUME_KEY_TAG} = '{key}'",
+        order_by=["attributes.start_time DESC"])
+    previous = next((r for r in found if r.info.run_id != run.info.run_id
+                     and r.info.start_time <= run.info.start_time), None)
+    mlflow.set_tag("resumed_at_step", str(step))
+    if previous is None:
+        logger.warning("run %s resumes at step %d, but no earlier MLflow run in this "
+                       "experiment has resume_key %s", run.info.run_id, step, key)
+        return None
+    mlflow.set_tag(RESUMED_FROM_TAG, previous.info.run_id)
+    mlflow.MlflowClient().set_tag(previous.info.run_id, RESUMED_BY_TAG, run.info.run_id)
+    logger.info("run %s resumes run %s at step %d", run.info.run_id, previous.info.run_id, step)
+    return previous.info.run_id
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None, stage: str | None = None) -> None:
@@ -119,17 +187,23 @@ def child_run(name: str, params: Mapping[str, Any] | None = None,
                    if not k.startswith("mlflow.")}
     existing = _find_child(parent_id, name)
     with mlflow.start_run(run_id=existing, run_name=None if existing else name, nested=True):
-        mlflow.set_tags({**parent_tags, "variant": name, **(tags or {})})
+        set_tags({**parent_tags, "variant": name, **(tags or {})})
         if params:
             _log_params(params)
-        yield
+        try:
+            yield
+        except (KeyboardInterrupt, SystemExit):
+            # Killed, not failed (mlflow's context manager would say FAILED).
+            if _active():
+                mlflow.end_run("KILLED")
+            raise
 
 
 def _log_params(params: Mapping[str, Any]) -> None:
     # MLflow refuses to change a logged param; only log keys the run does not have yet.
     run = mlflow.active_run()
     have = mlflow.get_run(run.info.run_id).data.params if run else {}
-    new = {k: str(v)[:500] for k, v in flatten(params).items() if k not in have}
+    new = {k: redact(str(v))[:500] for k, v in flatten(params).items() if k not in have}
     if new:
         mlflow.log_params(new)
 
@@ -146,9 +220,9 @@ def log_outputs(outputs: Mapping[str, Any]) -> None:
 
     for name, value in outputs.items():
         if isinstance(value, str):
-            mlflow.log_text(value, f"{name}.md")
+            mlflow.log_text(redact(value), f"{name}.md")
         elif isinstance(value, pd.DataFrame):
-            mlflow.log_text(value.to_csv(index=False), f"{name}.csv")
+            mlflow.log_text(redact(value.to_csv(index=False)), f"{name}.csv")
 
 
 def load_eval_summaries(experiment: str = "tirl", tracking_uri: str | None = None):

@@ -22,6 +22,8 @@ from typing import Any
 from tirl.core.rewards.judge_format import (DEFAULT_PROMPT_TEMPLATE, JudgeError,
                                            VerdictParseError, check_template, parse_verdict,
                                            render_prompt)
+from tirl.core.secrets import Secret, redact
+from tirl.core.secrets import credentials as named_credentials
 from tirl.core.types import JudgeVerdict
 
 log = logging.getLogger(__name__)
@@ -84,26 +86,6 @@ class JudgeCache:
             self._conn.close()
 
 
-class _Secret:
-    """Holds a credential; its repr and str never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str | None):
-        self._value = value
-
-    def get(self) -> str | None:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "'***'" if self._value else "None"
-
-    __str__ = __repr__
-
-
 def _judge_items(judge: Any, items: Sequence[Mapping[str, Any]], max_workers: int
                  ) -> list[JudgeVerdict]:
     def one(i: int) -> JudgeVerdict:
@@ -129,10 +111,12 @@ def _judge_items(judge: Any, items: Sequence[Mapping[str, Any]], max_workers: in
 class OpenAIJudge:
     """A judge over any OpenAI-compatible chat-completions endpoint (``vllm serve``, hosted).
 
-    The API key comes from ``credentials["api_key"]`` (e.g. Kedro credentials), else from the
-    environment variable ``api_key_env``; with neither, no Authorization header is sent (a
-    local ``vllm serve`` needs none). The key is never logged and never shown in ``repr`` or
-    in error messages.
+    The API key comes from ``credentials``: the name of an entry of the Kedro credentials
+    (``conf/local/credentials.yml``, e.g. ``openai_judge: {api_key: ...}``; the parameters
+    hold only the name) or, from Python, a mapping with ``api_key``; else from the
+    environment variable ``api_key_env``. With neither, no Authorization header is sent (a
+    local ``vllm serve`` needs none). The key is a :class:`~tirl.core.secrets.Secret`: never
+    in ``repr``, and redacted from every log line and error, also where a server echoes it.
 
     Each call: cache lookup, then up to ``1 + max_retries`` requests; a timeout, a connection
     error, HTTP 429/5xx, a body without ``choices[0].message.content``, or an unparseable
@@ -141,7 +125,7 @@ class OpenAIJudge:
     """
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY",
-                 credentials: Mapping[str, Any] | None = None,
+                 credentials: str | Mapping[str, Any] | None = None,
                  prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
                  system_prompt: str | None = None, temperature: float = 0.0,
                  max_tokens: int = 256, timeout_s: float = 60.0, max_retries: int = 3,
@@ -168,8 +152,10 @@ class OpenAIJudge:
         self.backoff_s = backoff_s
         self.max_concurrency = max_concurrency
         self.extra_body = dict(extra_body or {})
+        if isinstance(credentials, str):
+            credentials = named_credentials(credentials)
         key = (credentials or {}).get("api_key") or os.environ.get(api_key_env) or None
-        self._api_key = _Secret(key)
+        self._api_key = Secret(key)
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._count_lock = threading.Lock()
         self._sleep = sleep
@@ -231,21 +217,26 @@ class OpenAIJudge:
             except requests.ConnectionError as exc:
                 last = f"connection to {self.url} failed ({type(exc).__name__})"
                 continue
+            except requests.RequestException as exc:  # e.g. InvalidHeader quotes the header
+                raise JudgeError(f"judge {self.model} at {self.url}: {type(exc).__name__}: "
+                                 f"{redact(str(exc))[:200]}") from None
             if resp.status_code == 429 or resp.status_code >= 500:
                 last = f"HTTP {resp.status_code}"
                 continue
+            # A server may echo the request (its Authorization header included) in a body:
+            # redact before cutting, or a key cut in half would show its first part.
             if resp.status_code >= 400:
                 raise JudgeError(f"judge {self.model} at {self.url}: HTTP {resp.status_code}: "
-                                 f"{resp.text[:200]}")
+                                 f"{redact(resp.text)[:200]}")
             try:
                 content = resp.json()["choices"][0]["message"]["content"]
             except (ValueError, KeyError, IndexError, TypeError):
-                last = f"malformed chat-completions body: {resp.text[:100]!r}"
+                last = f"malformed chat-completions body: {redact(resp.text)[:100]!r}"
                 continue
             try:
                 return parse_verdict(content)
             except VerdictParseError as exc:
-                last = str(exc)
+                last = redact(str(exc))
                 continue
         raise JudgeError(f"judge {self.model} at {self.url}: {last} "
                          f"(after {self.max_retries + 1} attempts)")

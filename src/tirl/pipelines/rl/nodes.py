@@ -126,7 +126,8 @@ def run_rl(sft_model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFr
     policy, history = train(
         policy=model, tokenizer=tokenizer, questions=records, tools=tools, config=config.train,
         reward_fn=make_reward(config.train),
-        on_metrics=tracking.make_metrics_logger("rl"),
+        # A resumed run is linked to the MLflow run whose checkpoints it continues.
+        on_metrics=tracking.make_metrics_logger("rl", resumable=str(checkpoint_dir.resolve())),
         checkpoint_dir=checkpoint_dir, resume=config.resume,
         validate=make_validate(config, env, questions, corpus, tokenizer))
     return {"model": policy.to("cpu"), "tokenizer": tokenizer}, pd.DataFrame(history)
