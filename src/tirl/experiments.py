@@ -47,17 +47,23 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
+def variant_params(run: RunKey, overrides: Mapping[str, Any], base: Mapping[str, Any],
+                   experiments: Mapping[str, Any]) -> dict:
+    """The ``rl`` parameters of ``run``: stage defaults (``base``), then the variant's
+    training options (``overrides``), then ``experiments.overrides.<variant>`` (same shape as
+    ``rl``), then the seed and a checkpoint folder of its own."""
+    merged = deep_merge(base, {"train": overrides})
+    merged = deep_merge(merged, (experiments.get("overrides") or {}).get(run.variant) or {})
+    merged.setdefault("train", {})["seed"] = run.seed
+    merged["run_name"] = run.folder
+    return merged
+
+
 def _variant_params_node(run: RunKey, overrides: Mapping[str, Any]) -> Callable[..., dict]:
-    def variant_params(base: Mapping[str, Any], experiments: Mapping[str, Any]) -> dict:
-        """The ``rl`` parameters of this variant: stage defaults, then the variant's
-        training options, then ``experiments.overrides.<variant>`` (same shape as
-        ``rl``), then the seed and a checkpoint folder of its own."""
-        merged = deep_merge(base, {"train": overrides})
-        merged = deep_merge(merged, (experiments.get("overrides") or {}).get(run.variant) or {})
-        merged.setdefault("train", {})["seed"] = run.seed
-        merged["run_name"] = run.folder
-        return merged
-    return variant_params
+    def variant_params_of_run(base: Mapping[str, Any], experiments: Mapping[str, Any]) -> dict:
+        return variant_params(run, overrides, base, experiments)
+    variant_params_of_run.__doc__ = variant_params.__doc__
+    return variant_params_of_run
 
 
 def _tracked_node(fn: Callable[..., Any], inputs: Sequence[str], outputs: Sequence[str], *,

@@ -12,6 +12,9 @@ Use :func:`field_` to declare them together with the default and a one-line ``do
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
 import types
 import typing
 from typing import Any, TypeVar
@@ -74,6 +77,10 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        # NaN passes no bound check (every comparison with it is False, so ``le`` alone
+        # would let it through) and no setting means infinity: refuse both everywhere.
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -90,6 +97,27 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def unknown_key_error(key: str, known: Any) -> ConfigError:
+    """The error for an unknown ``key`` (a dotted path): the closest known names, then all."""
+    name = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return ConfigError(f"{key}: unknown key ({hint}known: {sorted(known)})")
+
+
+#: A message that starts with a key path ("advantage: ...", "world.seed: ...").
+_KEY_HEAD = re.compile(r"^([A-Za-z_]\w*)(?:\[\d+\])?(?:\.[A-Za-z_]\w*(?:\[\d+\])?)*:")
+
+
+def _prefixed(prefix: str, message: str, fields: Any) -> str:
+    """``message`` of a ``__post_init__`` check, under ``prefix``: a message that names one of
+    the fields first becomes a dotted key (``rl.train.advantage: ...``)."""
+    m = _KEY_HEAD.match(message)
+    if m and m.group(1) in fields:
+        return f"{prefix}.{message}" if prefix else message
+    return f"{prefix}: {message}" if prefix else message
+
+
 def build_config(cls: type[T], values: dict[str, Any] | None, prefix: str = "") -> T:
     """Build the frozen dataclass ``cls`` from ``values``; nested dataclasses are recursed.
 
@@ -101,8 +129,7 @@ def build_config(cls: type[T], values: dict[str, Any] | None, prefix: str = "") 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown key (known: {sorted(fields)})")
+        raise unknown_key_error(f"{prefix}.{unknown[0]}" if prefix else unknown[0], fields)
     kwargs = {}
     for name, f in fields.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -123,10 +150,10 @@ def build_config(cls: type[T], values: dict[str, Any] | None, prefix: str = "") 
         kwargs[name] = value
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
     except (TypeError, ValueError) as exc:  # __post_init__ cross-field checks
-        raise ConfigError(f"{prefix or cls.__name__}: {exc}") from exc
+        raise ConfigError(_prefixed(prefix, str(exc), fields) if prefix
+                          else str(exc) if isinstance(exc, ConfigError)
+                          else f"{cls.__name__}: {exc}") from exc
 
 
 def to_dict(config: Any) -> dict[str, Any]:

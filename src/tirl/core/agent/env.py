@@ -13,12 +13,37 @@ from dataclasses import dataclass
 from typing import Any
 
 from tirl.core.agent.rollout import RolloutConfig
-from tirl.core.config import field_
+from tirl.core.config import build_config, field_
 from tirl.core.tools.search import build_search_tool, search_settings
+from tirl.core.tools.search_backends import SEARCH_BACKENDS
 
 
 def _default_search() -> dict[str, Any]:
     return {"kind": "bm25", "top_k": 3, "max_passage_tokens": None}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """``agent.search``: the options of :func:`~tirl.core.tools.search.build_search_tool`,
+    checked (a test keeps the two in step). The stages keep passing the plain dict to the
+    builder; this only refuses an unknown key or a bad value before any work."""
+
+    kind: str = field_("bm25", doc="retriever", choices=tuple(SEARCH_BACKENDS))
+    top_k: int = field_(3, doc="passages per search", ge=1)
+    max_passage_tokens: int | None = field_(None, doc="null = whole passages", ge=1)
+    url: str | None = field_(None, doc="remote: the retrieval server's /retrieve URL")
+    timeout_s: float = field_(10.0, doc="remote: seconds per call", gt=0.0)
+    max_retries: int = field_(2, doc="remote: retries of a failed call", ge=0)
+    backoff_s: float = field_(0.5, doc="remote: first retry delay (doubles)", ge=0.0)
+    cache_dir: str | None = field_(None, doc="dense: corpus embedding cache")
+    model_path: str | None = field_(None, doc="dense: embedding model (null = the extra's)")
+    batch_size: int = field_(64, doc="dense: texts per encoder batch", ge=1)
+    device: str = field_("cpu", doc="dense: torch device of the encoder")
+    stopwords: str | list[str] | None = field_("en", doc="bm25: stopword list (null = none)")
+
+    def __post_init__(self) -> None:
+        if self.kind == "remote" and not self.url:
+            raise ValueError("url: required when kind is 'remote'")
 
 
 @dataclass(frozen=True)
@@ -45,11 +70,12 @@ class AgentConfig:
     max_tool_response_tokens: int = field_(256, doc="tool output kept per call (tokens)", ge=1)
     backend: str = field_("hf", doc="generation backend", choices=("hf", "vllm"))
     max_batch: int = field_(256, doc="rows per backend forward pass", ge=1)
-    tool_timeout_s: float | None = field_(30.0, doc="per tool call; null = no limit")
+    tool_timeout_s: float | None = field_(30.0, doc="per tool call, seconds (> 0); null = no limit",
+                                          gt=0.0)
     system_prompt: str | None = field_(None, doc="null = the protocol's SYSTEM_PROMPT")
 
     def __post_init__(self) -> None:
-        search_settings(self.search)
+        build_config(SearchConfig, self.search, "search")
 
     @property
     def top_k(self) -> int:

@@ -58,7 +58,8 @@ class RolloutConfig:
     parser: str = field_("hermes", doc="turn format", choices=("hermes", "search_r1"))
     backend: str = field_("hf", doc="generation backend", choices=("hf", "vllm"))
     max_batch: int = field_(256, doc="rows per backend forward pass", ge=1)
-    tool_timeout_s: float | None = field_(30.0, doc="per tool call; null = no limit")
+    tool_timeout_s: float | None = field_(30.0, doc="per tool call, seconds (> 0); null = no limit",
+                                          gt=0.0)
     system_prompt: str | None = field_(None, doc="null = the protocol's SYSTEM_PROMPT")
 
 

@@ -19,6 +19,7 @@ from tirl.core.config import build_config, field_
 from tirl.core.eval.metrics import benchmark_of, evaluate
 from tirl.core.records import records as plain_records
 from tirl.core.rewards.judges import make_judge
+from tirl.core.rewards.prs import JudgeSpec
 from tirl.core.tools.search import build_search_tool
 from tirl.core.types import Trajectory
 
@@ -36,8 +37,8 @@ class EvalConfig:
     rollout: dict[str, Any] = field_(default_factory=lambda: {"temperature": 0.0},
                                      doc="RolloutConfig overrides; greedy by default")
     search: dict[str, Any] = field_(default_factory=dict, doc="build_search_tool options")
-    judge: dict[str, Any] = field_(default_factory=lambda: {"name": "rubric"},
-                                   doc="judge name and options for long-form questions")
+    judge: JudgeSpec = field_(default_factory=JudgeSpec,
+                              doc="judge of long-form questions (name, options)")
     progress: bool = field_(True, doc="show a progress bar")
 
     def __post_init__(self) -> None:
@@ -73,6 +74,8 @@ def run_evaluation(*, model: Any, tokenizer: Any, questions: pd.DataFrame, corpu
     rollout_cfg = build_config(RolloutConfig, {**config.rollout, "seed": config.seed},
                                "evaluation.rollout")
     tools = {"search": build_search_tool(corpus, tokenizer=tokenizer, **config.search)}
+    # Built before the rollouts, so a judge that cannot be built fails before any of them.
+    judge = make_judge(config.judge.name, **config.judge.options)
     backend = make_backend(rollout_cfg.backend, model, tokenizer)
     was_training = model.training
     model.eval()
@@ -82,8 +85,6 @@ def run_evaluation(*, model: Any, tokenizer: Any, questions: pd.DataFrame, corpu
                                     config=rollout_cfg, progress=config.progress)
     finally:
         model.train(was_training)
-    judge_opts = dict(config.judge)
-    judge = make_judge(judge_opts.pop("name"), **judge_opts)
     by_id = {q["id"]: q for q in selected}
     rows, summary = evaluate(trajectories, by_id, judge, k=config.samples)
     logger.info("evaluation: %d questions, overall EM %.3f", len(selected),

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tirl.core.config import field_
+from tirl.core.config import build_config, field_
 from tirl.core.modeling.factory import ModelConfig
+from tirl.core.world.config import WorldConfig
 
 
 def _default_questions() -> dict[str, int]:
@@ -105,7 +106,7 @@ class PretrainConfig:
                   "where a restart phase begins and its recorded recipe must equal this one "
                   "before that phase, so the result is the one the uninterrupted run gives")
     log_every: int = field_(25, doc="log a line every this many steps", ge=1)
-    threads: int | None = field_(None, doc="torch CPU threads (null = torch's default)")
+    threads: int | None = field_(None, doc="torch CPU threads (null = torch's default)", ge=1)
     probe: ProbeConfig = field_(default_factory=ProbeConfig, doc="the model card's reading probe")
 
     def __post_init__(self) -> None:
@@ -116,6 +117,11 @@ class PretrainConfig:
                              "pretraining never uses")
         if not self.phases:
             raise ValueError("phases: at least one phase is needed")
+        # The worlds are built from these overrides only once training starts (after the
+        # tokenizer): an unknown key or a bad value is refused here instead.
+        build_config(WorldConfig, dict(self.world), "world")
+        for i, phase in enumerate(self.phases):
+            build_config(WorldConfig, {**self.world, **phase.world}, f"phases[{i}].world")
         if self.val_chats and (self.val_seed in self.reserved_seeds):
             raise ValueError(f"val_seed {self.val_seed} is a reserved (benchmark/evaluation) seed")
 

@@ -324,6 +324,16 @@ class JudgeSpec:
     name: str = field_("rubric", doc="a name registered in tirl.core.rewards.judges.JUDGES")
     options: dict[str, Any] = field_(default_factory=dict, doc="keyword options of the judge")
 
+    def __post_init__(self) -> None:
+        # Checked here, not when the judge is first built (after the model is loaded, or
+        # after every evaluation rollout); judge_options says why and what.
+        from tirl.core.rewards.judge_options import check_judge_options
+        from tirl.core.rewards.judges import JUDGES
+
+        if self.name not in JUDGES:
+            raise ValueError(f"name: {self.name!r} is not one of {sorted(JUDGES)}")
+        check_judge_options(self.name, self.options)
+
 
 @dataclass(frozen=True)
 class RewardConfig:

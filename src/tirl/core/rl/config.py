@@ -89,7 +89,7 @@ class TrainConfig:
     gae_lambda: float = field_(0.95, doc="PPO/GAE lambda", ge=0.0, le=1.0)
     value_clip: float = field_(0.2, doc="PPO clipped value loss range", gt=0.0)
     value_coef: float = field_(0.5, doc="PPO value-loss weight", ge=0.0)
-    critic_lr: float | None = field_(None, doc="critic lr; null = lr")
+    critic_lr: float | None = field_(None, doc="critic lr; null = lr", gt=0.0)
     vspo: VSPOConfig = field_(default_factory=VSPOConfig, doc="VSPO options (docs/algorithms.md, VSPO)")
     rollout: RolloutConfig = field_(default_factory=RolloutConfig, doc="rollout engine options")
     prs: PRSConfig = field_(default_factory=PRSConfig, doc="PRS stage values and schedule")

@@ -22,7 +22,7 @@ class SFTConfig:
     pretrain_chats: bool = field_(False, doc="LM phase also reads the rendered training chats with "
                                              "loss on every token (teaches copying names from context)")
     epochs: float = field_(3.0, doc="passes over the gold trajectories (ignored if max_steps)", gt=0)
-    max_steps: int | None = field_(None, doc="SFT optimiser steps; null = from epochs")
+    max_steps: int | None = field_(None, doc="SFT optimiser steps; null = from epochs", ge=1)
     batch_size: int = field_(8, doc="chats per micro-batch", ge=1)
     grad_accum: int = field_(1, doc="micro-batches per optimiser step", ge=1)
     lr: float = field_(1e-3, doc="peak SFT learning rate", gt=0)

@@ -12,6 +12,7 @@ from tirl.core.agent.env import AgentConfig, Sampling
 from tirl.core.config import ConfigError, build_config, field_
 from tirl.core.eval.metrics import SUMMARY_COLUMNS
 from tirl.core.eval.run import EvalConfig, run_evaluation
+from tirl.core.rewards.prs import JudgeSpec
 from tirl.core.eval.sample import trajectories_markdown
 
 
@@ -26,8 +27,8 @@ class EvaluationStageConfig:
     seed: int = field_(0, doc="sampling seed (greedy decoding ignores it)")
     sampling: Sampling = field_(default_factory=lambda: Sampling(temperature=0.0),
                                 doc="greedy by default")
-    judge: dict[str, Any] = field_(default_factory=lambda: {"name": "rubric"},
-                                   doc="judge name and options for long-form questions")
+    judge: JudgeSpec = field_(default_factory=JudgeSpec,
+                              doc="judge of long-form questions: name, options (that judge's)")
     progress: bool = field_(True, doc="show a progress bar")
 
 
@@ -39,7 +40,7 @@ def eval_config(params: dict[str, Any], agent: dict[str, Any]) -> EvalConfig:
         return EvalConfig(splits=stage.splits, max_per_benchmark=stage.max_per_benchmark,
                           samples=stage.samples, seed=stage.seed,
                           rollout=env.rollout_overrides(stage.sampling), search=dict(env.search),
-                          judge=dict(stage.judge), progress=stage.progress)
+                          judge=stage.judge, progress=stage.progress)
     except ValueError as exc:
         raise ConfigError(f"evaluation: {exc}") from exc
 

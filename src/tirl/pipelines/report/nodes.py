@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from tirl.core.config import build_config, field_
 from tirl.core.eval import report
 from tirl.variants import SFT_ONLY, RunKey
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """``params:report``."""
+
+    metrics: tuple[str, ...] = field_(("exact_match",), doc="summary columns tabulated; the "
+                                                            "first one is plotted")
+    bootstrap_seed: int = field_(0, doc="seed of the paired bootstrap of the gains")
+
+    def __post_init__(self) -> None:
+        if not self.metrics:
+            raise ValueError("metrics: at least one metric is needed")
 
 
 def _stack(frames: Mapping[RunKey, pd.DataFrame]) -> pd.DataFrame:
@@ -30,10 +45,11 @@ def build_report(runs: Sequence[RunKey], variant_options: Mapping[str, Mapping[s
     histories = _stack(dict(zip(trained, frames[n:n + len(trained)])))
     rows = _stack(dict(zip(runs, frames[n + len(trained):])))
     order = list(dict.fromkeys(r.variant for r in runs))
-    metrics = list(params.get("metrics", ["exact_match"]))
+    config = build_config(ReportConfig, dict(params), "report")
+    metrics = list(config.metrics)
     tables = [report.comparison_table(summaries, m, order) for m in metrics]
     gains = report.paired_gains(rows, metrics, baseline=SFT_ONLY,
-                                seed=int(params.get("bootstrap_seed", 0)), order=order)
+                                seed=config.bootstrap_seed, order=order)
     markdown = ("# Comparison\n\n" + "\n".join(report.to_markdown(t, m)
                                                 for t, m in zip(tables, metrics))
                 + "\n" + report.gains_markdown(gains))

@@ -21,6 +21,7 @@ from tirl.core.agent.env import AgentConfig, Sampling
 from tirl.core.config import ConfigError, build_config, field_
 from tirl.core.eval.run import EvalConfig, run_evaluation
 from tirl.core.records import split_records
+from tirl.core.rewards.prs import JudgeSpec
 from tirl.core.rl.config import TrainConfig, make_reward
 from tirl.core.rl.loop import train
 
@@ -36,8 +37,8 @@ class ValidationConfig:
     max_per_benchmark: int | None = field_(None, doc="cap per benchmark (null = all)", ge=1)
     sampling: Sampling = field_(default_factory=lambda: Sampling(temperature=0.0),
                                 doc="greedy by default (budgets and search: params:agent)")
-    judge: dict[str, Any] = field_(default_factory=lambda: {"name": "rubric"},
-                                   doc="judge of long-form answers")
+    judge: JudgeSpec = field_(default_factory=JudgeSpec,
+                              doc="judge of long-form answers: name, options (that judge's)")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def make_validate(config: RLStageConfig, env: AgentConfig, questions: pd.DataFra
                              max_per_benchmark=config.validation.max_per_benchmark,
                              rollout=env.rollout_overrides(config.validation.sampling),
                              search=dict(env.search),
-                             judge=dict(config.validation.judge), progress=False)
+                             judge=config.validation.judge, progress=False)
 
     def validate(policy: Any) -> dict[str, float]:
         _, _, summary = run_evaluation(model=policy, tokenizer=tokenizer, questions=held_out,
@@ -115,6 +116,7 @@ def run_rl(sft_model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFr
     import torch
 
     config, env = stage_config(params, agent)
+    reward_fn = make_reward(config.train)  # builds the judge: fails before the model moves
     records = question_records(questions, config.split, config.n_questions)
     model, tokenizer = sft_model["model"], sft_model["tokenizer"]
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -125,7 +127,7 @@ def run_rl(sft_model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFr
              len(records), config.split, checkpoint_dir)
     policy, history = train(
         policy=model, tokenizer=tokenizer, questions=records, tools=tools, config=config.train,
-        reward_fn=make_reward(config.train),
+        reward_fn=reward_fn,
         # A resumed run is linked to the MLflow run whose checkpoints it continues.
         on_metrics=tracking.make_metrics_logger("rl", resumable=str(checkpoint_dir.resolve())),
         checkpoint_dir=checkpoint_dir, resume=config.resume,
