@@ -82,11 +82,13 @@ def _steps(run_id: str) -> list[int]:
 def test_a_resumed_run_is_linked_to_the_run_it_continues(store, tmp_path):
     ckdir = tmp_path / "checkpoints" / "rl"
     killed = _toy_run(ckdir, steps=2, resume=True)  # "killed" after step 2's checkpoint
+    mlflow.MlflowClient().update_run(killed, status="RUNNING")  # by SIGKILL: no handler ran
     resumed = _toy_run(ckdir, steps=4, resume=True)
     assert (_steps(killed), _steps(resumed)) == ([0, 1], [2, 3])  # one curve in two runs...
     tags = mlflow.get_run(resumed).data.tags
     assert tags["resumed_from"] == killed and tags["resumed_at_step"] == "2"  # ... linked
     assert mlflow.get_run(killed).data.tags["resumed_by"] == resumed
+    assert mlflow.get_run(killed).info.status == "KILLED"
     assert tags["resume_key"] == mlflow.get_run(killed).data.tags["resume_key"]
     # A run that starts at step 0 over the same folder continues nothing: no link.
     fresh = _toy_run(ckdir, steps=2, resume=False)

@@ -88,7 +88,8 @@ def make_metrics_logger(stage: str | None = None, *,
     folder). The active run is tagged with it (``resume_key``); when the first step logged is
     past 0, the run was resumed from a checkpoint and its metrics continue another run's:
     it is linked to the newest earlier run of that key (tags ``resumed_from`` here,
-    ``resumed_by`` there), so a curve split by a kill is never split without a link.
+    ``resumed_by`` there), so a curve split by a kill is never split without a link. That
+    run, if still RUNNING (a SIGKILL), is marked KILLED.
     """
     key = _resume_key(resumable) if resumable is not None else None
     if key is not None:
@@ -130,7 +131,12 @@ def link_resumed(key: str, step: int) -> str | None:
                        "experiment has resume_key %s", run.info.run_id, step, key)
         return None
     mlflow.set_tag(RESUMED_FROM_TAG, previous.info.run_id)
-    mlflow.MlflowClient().set_tag(previous.info.run_id, RESUMED_BY_TAG, run.info.run_id)
+    client = mlflow.MlflowClient()
+    client.set_tag(previous.info.run_id, RESUMED_BY_TAG, run.info.run_id)
+    if previous.info.status == "RUNNING":
+        # Its checkpoints are being continued here, so its process is gone: a SIGKILL (which
+        # no handler sees) left it RUNNING.
+        client.set_terminated(previous.info.run_id, "KILLED")
     logger.info("run %s resumes run %s at step %d", run.info.run_id, previous.info.run_id, step)
     return previous.info.run_id
 

@@ -36,9 +36,10 @@ _SECRET_NAME = re.compile(r"^((.*[_-])?(api[_-]?key|apikey|secret|password|passw
 #: Shorter values are not registered for redaction: masking every "user" or "1" in the logs
 #: would hide more than it protects, and no real key is that short.
 MIN_SECRET_LEN = 8
+#: Where a key goes instead of the parameters (the refusal says it; docs/rewards.md, "API keys").
 WHERE = ("put it in conf/local/credentials.yml (e.g. `openai_judge: {api_key: ...}`) and name "
-         "that entry in the parameters (`judge.options.credentials: openai_judge`), or export it "
-         "(OPENAI_API_KEY, or the judge's `api_key_env`)")
+         "that entry in the judge's options (`credentials: openai_judge`), or export it "
+         "(OPENAI_API_KEY, or the variable named by the judge's `api_key_env`)")
 
 _lock = threading.Lock()
 _known: set[str] = set()

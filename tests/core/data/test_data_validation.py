@@ -34,17 +34,18 @@ def test_real_nq_sample_passes(nq_df, suites):
     json.dumps(report)  # the report is saved as JSON
 
 
-def test_empty_question_fails_naming_row_and_id(nq_df, suites):
+def test_empty_question_fails_naming_row_and_id(nq_df, nq_path, suites):
     nq_df.at[4, "question"] = "   "
     report = _questions_report(nq_df, suites)
     assert _failed(report) == [("ExpectColumnValuesToBeBetween", "question_len")]
     bad = next(e for e in report["expectations"] if not e["success"])
     assert bad["unexpected_count"] == 1
-    assert bad["examples"] == [{"row": 4, "id": "test_4", "value": 0}]
+    assert bad["examples"] == [{"row": 4, "id": "test_4", "value": 0, "at": f"{nq_path}:5"}]
     with pytest.raises(V.DataValidationError) as err:
         V.raise_if_failed(report)
     msg = str(err.value)
     assert "ExpectColumnValuesToBeBetween(column='question_len')" in msg and "test_4" in msg
+    assert f"at {nq_path}:5" in msg  # the file line, not only the table row
     assert err.value.report is not None and not err.value.report["success"]
 
 
@@ -132,3 +133,37 @@ def test_missing_column_is_a_failure_not_a_crash(nq_df):
                                  "kwargs": {"column": "nope"}}], "questions")
     assert not report["success"]
     assert "nope" in V.failure_message(report)
+
+
+# --- file lines and hints (issue 15, item 10) ------------------------------------------------
+
+
+def test_corpus_row_without_title_line_names_its_file_line_and_says_why(tmp_path, suites,
+                                                                         write_jsonl):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps({"id": "p1", "contents": '"Paris"\nParis is in France.'})
+                    + "\n\n" + json.dumps({"id": "p2", "contents": "Rome is in Italy."}) + "\n")
+    corpus = L.load_flashrag_corpus(path)
+    report = V.validate(V.derive_corpus(corpus), suites["corpus"], "corpus")
+    bad = next(e for e in report["expectations"] if e["kwargs"].get("column") == "text_len")
+    assert bad["examples"] == [{"row": 1, "id": "p2", "value": 0, "at": f"{path}:3"}]
+    assert "first line of 'contents' is the title" in bad["hint"]
+    msg = V.failure_message({"success": False, "tables": {"corpus": report}})
+    line = next(ln for ln in msg.splitlines() if "column='text_len'" in ln)
+    assert f"row 1 (id='p2', value=0) at {path}:3" in line and "hint: " in line
+
+
+def test_rows_not_read_from_a_file_cite_no_line(nq_df, suites):
+    """A table changed after loading (rows dropped) no longer matches the loader's lines: no
+    line is cited rather than a wrong one."""
+    changed = nq_df.drop(index=[0]).copy()
+    changed.at[4, "question"] = ""
+    report = _questions_report(changed, suites)
+    bad = next(e for e in report["expectations"] if not e["success"])
+    assert bad["examples"] == [{"row": 3, "id": "test_4", "value": 0, "at": None}]
+
+
+def test_concatenated_tables_keep_each_rows_file_line(nq_df, nq_path):
+    world = pd.DataFrame({"id": ["w1"], "question": ["q?"]})
+    both = L.concat_tables([world, nq_df[["id", "question"]]])
+    assert L.row_origins(both)[:3] == [None, f"{nq_path}:1", f"{nq_path}:2"]

@@ -44,8 +44,9 @@ def test_doctests(module) -> None:
     ("The population of Tarsk is 12,400.", {"tarsk"}, "12400", set(), {"population"}, False),
     ("Alvar Quen | born_in | Mirebrook", {"alvar", "quen"}, "mirebrook", {"born_in"}, set(),
      False),
-    ("Alvar Quen | member_of | the Iron Guild", {"alvar", "quen"}, "iron guild", set(),
-     {"member"}, False),
+    ("Alvar Quen | member_of | the Iron Guild", {"alvar", "quen"}, "iron guild", {"member_of"},
+     set(), False),
+    ("Alvar Quen | plays | the lute", {"alvar", "quen"}, "lute", set(), {"plays"}, False),
 ])
 def test_parse_fact(fact: str, subject: set, value: str, kinds: set, cue: set,
                     copula: bool) -> None:
@@ -83,6 +84,8 @@ def test_contradiction_is_penalised_beyond_missing() -> None:
     ("He was born in Mirebrook.", 0.5),  # a pronoun names the subject
     ("Alvar Quen's birthplace is Mirebrook.", 0.5),  # possessive; the reference's noun
     ("Alvar Quen is a blacksmith, born in Mirebrook.", 1.0),
+    ("Alvar Quen, a blacksmith, was born in Mirebrook.", 1.0),  # an apposition
+    ("Alvar Quen: blacksmith, Mirebrook.", 0.0),  # a list is no apposition
     ("Alvar Quen works as a Mirebrook.", 0.0),  # a value in another slot: contradicted
     ("Mirebrook, blacksmith.", 0.0),  # the bare values
     ("Alvar Quen born in blacksmith works as Mirebrook", 0.0),  # swapped inside one clause

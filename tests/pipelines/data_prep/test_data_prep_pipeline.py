@@ -96,10 +96,14 @@ BROKEN = {
     "invalid_utf8": (NQ_SAMPLE.read_bytes().replace(b"deadpool", b"dead\xe9pool"),
                      DataFormatError, r"broken.jsonl:2: invalid UTF-8"),
     "empty_file": (b"", DataFormatError, r"broken.jsonl: empty file"),
+    # Validation failures cite the file line too (issue 15, item 10), not only the table row
+    # (the world's questions come first in the table).
     "empty_question": (_lines(_set(2, question="")), DataValidationError,
-                       r"ExpectColumnValuesToBeBetween\(column='question_len'\).*id='test_2'"),
+                       r"ExpectColumnValuesToBeBetween\(column='question_len'\).*id='test_2', "
+                       r"value=0\) at \S*broken.jsonl:3"),
     "duplicate_id": (_lines(_set(9, id="test_8")), DataValidationError,
-                     r"ExpectColumnValuesToBeUnique\(column='id'\).*id='test_8'"),
+                     r"ExpectColumnValuesToBeUnique\(column='id'\).*id='test_8'.* at "
+                     r"\S*broken.jsonl:9.*id='test_8'.* at \S*broken.jsonl:10"),
 }
 
 
@@ -170,3 +174,19 @@ def test_user_corpus_and_wiki_corpus_without_the_world(params, tmp_path, data_pr
     assert catalog.load("world_kb")["entities"] == []
     chat = json.loads(catalog.load("gold_trajectories").iloc[0]["messages"])
     assert chat[2]["content"].startswith("Doc 1 (Title: Röntgen) Röntgen won")
+
+
+def test_corpus_row_without_a_title_line_says_so_at_its_file_line(params, tmp_path,
+                                                                  data_prep_runner):
+    """Issue 15, item 10: a FlashRAG contents of one line is a title with no text; the failure
+    names the file line and says what is wrong, not only ``text_len value=0``."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"id": "p1", "contents": '"Paris"\nParis is in France.'})
+                      + "\n\n" + json.dumps({"id": "p2", "contents": "Rome is in Italy."}) + "\n")
+    params["source"] = "flashrag"
+    params["flashrag"].update(questions_path=str(NQ_SAMPLE), corpus_path=str(corpus))
+    with pytest.raises(DataValidationError) as err:
+        data_prep_runner(tmp_path, params)
+    line = next(ln for ln in str(err.value).splitlines() if "column='text_len'" in ln)
+    assert f"row 1 (id='p2', value=0) at {corpus}:3" in line
+    assert "the first line of 'contents' is the title" in line

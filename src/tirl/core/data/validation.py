@@ -9,7 +9,8 @@ other column, so that every rule is a visible GX expectation in the report.
 
 :func:`validate` returns a JSON-serialisable report; :func:`raise_if_failed` turns a failed
 report into a :class:`DataValidationError` whose message names each failed expectation and a
-few offending rows (by id and row number).
+few offending rows (by id, row number and, for rows read from a file, the file line), with a
+hint of the likely cause where the helper column has one (:data:`HINTS`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from tirl.core.data.loaders import row_origins
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,25 @@ def derive_gold(df: pd.DataFrame, question_ids: Sequence[str] | None = None) -> 
     return out
 
 
+#: What a failure of a helper column usually means, in the user's terms: the bare
+#: ``text_len value=0`` does not say that a FlashRAG passage lost its text to its title.
+HINTS: dict[str, str] = {
+    "question_len": "the question is empty (or only whitespace), or longer than 1000 "
+                    "characters",
+    "n_answers": "a question needs at least one non-empty answer in 'golden_answers'",
+    "title_len": "a title is at most 500 characters: in a FlashRAG corpus the first line of "
+                 "'contents' is the title, so without a title line the first line of the text "
+                 "(or all of it) becomes the title",
+    "text_len": "the passage has no text: in a FlashRAG corpus the first line of 'contents' "
+                "is the title and the text starts on the next line, so a 'contents' of one "
+                "line is a title with no text (write it as \"Title\\nText\")",
+    "text_words": "a passage has 1 to 5000 words (an empty one: see text_len; split longer "
+                  "passages)",
+    "question_in_other_split": "the same question text (case and spaces aside) is in two "
+                               "splits, which leaks test questions into training",
+}
+
+
 DERIVERS: dict[str, Callable[..., pd.DataFrame]] = {
     "questions": derive_questions,
     "corpus": derive_corpus,
@@ -184,10 +206,12 @@ def validate(df: pd.DataFrame, suite_spec: Sequence[Mapping[str, Any]], name: st
     """Run the suite on ``df`` (helper columns already derived) -> report dict.
 
     Report: ``{"name", "success", "n_rows", "expectations": [{"expectation", "kwargs",
-    "success", "unexpected_count", "examples": [{"row", "id", "value"}], "observed_value",
-    "exception"}]}``. Never raises on bad data; raises ValueError on a bad suite spec.
+    "success", "unexpected_count", "examples": [{"row", "id", "value", "at"}],
+    "observed_value", "exception", "hint"}]}``; ``at`` is ``"file:line"`` for a row a loader
+    read from a file, else None. Never raises on bad data; raises ValueError on a bad suite spec.
     """
     expectations = build_expectations(suite_spec, name)
+    origins = row_origins(df)  # file lines of rows a loader read, before the index changes
     data = df.reset_index(drop=True)  # GX reports index labels: make them row numbers
     context = _gx_context()
     source = f"tirl_{name}_{uuid.uuid4().hex}"
@@ -214,6 +238,7 @@ def validate(df: pd.DataFrame, suite_spec: Sequence[Mapping[str, Any]], name: st
                 "row": int(r),
                 "id": str(data.at[r, id_column]) if id_column in data.columns else None,
                 "value": _jsonable(data.at[r, value]) if value in data.columns else None,
+                "at": origins[r],
             })
         results.append({
             "expectation": spec["expectation"],
@@ -223,6 +248,7 @@ def validate(df: pd.DataFrame, suite_spec: Sequence[Mapping[str, Any]], name: st
             "examples": examples,
             "observed_value": _jsonable(result.get("observed_value")),
             "exception": exc,
+            "hint": HINTS.get(spec.get("kwargs", {}).get("column")),
         })
     report = {"name": name, "success": all(r["success"] for r in results),
               "n_rows": int(len(data)), "expectations": results}
@@ -248,8 +274,9 @@ def failure_message(report: Mapping[str, Any]) -> str:
             detail = f"{r['unexpected_count']} offending rows" if r["unexpected_count"] else \
                 f"observed {r['observed_value']!r}, kwargs {r['kwargs']}"
             ex = ", ".join(f"row {e['row']} (id={e['id']!r}, value={e['value']!r})"
-                           for e in r["examples"])
-            lines.append(f"{what} failed: {detail}" + (f"; e.g. {ex}" if ex else ""))
+                           + (f" at {e['at']}" if e.get("at") else "") for e in r["examples"])
+            hint = f"; hint: {r['hint']}" if r.get("hint") else ""
+            lines.append(f"{what} failed: {detail}" + (f"; e.g. {ex}" if ex else "") + hint)
     return "\n".join(lines)
 
 

@@ -163,6 +163,7 @@ class _Clause:
     negated: bool
     sentence: frozenset[str]  # words of its sentence (with possessive "s" dropped too)
     at: dict[tuple[str, ...], int]  # where each fact value in the clause starts
+    apposition: bool = False  # "a"/"an" opens it, right after a clause naming only a subject
 
 
 def _read_clauses(text: str, facts: Sequence[RubricFact] = ()) -> list[_Clause]:
@@ -171,10 +172,15 @@ def _read_clauses(text: str, facts: Sequence[RubricFact] = ()) -> list[_Clause]:
     for sentence in _SENTENCE_SPLIT.split(text.replace("\u2019", "'")):
         sent_tokens = answer_tokens(sentence)
         sent_words = frozenset(sent_tokens) | {t[:-1] for t in sent_tokens if t.endswith("s")}
+        previous: tuple[str, ...] = ()
         for part in _CLAUSE_SPLIT.split(sentence):
             tokens = answer_tokens(part)
             if not tokens:
                 continue
+            # "Alvar Quen, a blacksmith, ...": an apposition states what the subject is.
+            apposition = (part.split()[0].lower() in ("a", "an") and bool(previous)
+                          and all(t in masked_words for t in previous))
+            previous = tokens
             masked = {i for i, t in enumerate(tokens) if t in masked_words}
             at = {}
             for f in facts:
@@ -188,7 +194,7 @@ def _read_clauses(text: str, facts: Sequence[RubricFact] = ()) -> list[_Clause]:
             objects = tuple(next((v for v, i in at.items() if i == end), None)
                             for _, end, _ in spans)
             clauses.append(_Clause(tokens, frozenset(tokens), tuple(k for _, _, k in spans),
-                                   objects, negated, sent_words, at))
+                                   objects, negated, sent_words, at, apposition))
     return clauses
 
 
@@ -210,6 +216,8 @@ def _worded(fact: RubricFact, clause: _Clause, at: int | None, held: frozenset[s
             return True
         if at is None:
             return False
+        if at == 0 and clause.apposition:
+            return True
         j = at - 1
         while j >= 0 and clause.tokens[j] in NEGATIONS - COPULAS:  # "is not a", "isn't a"
             j -= 1

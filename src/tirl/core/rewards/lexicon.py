@@ -34,6 +34,7 @@ doesnt dont didnt hasnt havent hadnt wont wouldnt false untrue
 #: Relation kind -> the phrases that word it: the built-in world's relations (their corpus
 #: templates and question nouns, tirl.core.world.templates) and common English paraphrases.
 #: The kinds are the world's relation names, so a triple's relation field is one directly.
+#: Phrases are written with their articles; they are matched after SQuAD normalisation.
 RELATIONS: dict[str, tuple[str, ...]] = {
     "occupation": ("occupation", "profession", "by profession", "works as", "work as",
                    "worked as", "working as"),
@@ -55,6 +56,8 @@ RELATIONS: dict[str, tuple[str, ...]] = {
     "located_in": ("located in", "lies in", "can be found in", "found in", "situated in",
                    "location"),
     "capital": ("capital", "capital city"),
+    # Not a relation of the built-in world, but the usual shape of a "member of" fact.
+    "member_of": ("member of", "member", "members", "belongs to", "belong to", "belonged to"),
 }
 #: Kinds that a bare copula words too: "X is a blacksmith" states an occupation.
 COPULA_KINDS = frozenset({"occupation"})

@@ -141,7 +141,7 @@ def load_sources(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, di
     if cfg.source == "flashrag":
         parts.append(L.load_flashrag_questions(cfg.flashrag.questions_path,
                                                split=cfg.flashrag.split))
-    questions = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    questions = L.concat_tables(parts)  # keeps each row's file line for validation messages
 
     corpora = []
     for part in cfg.corpus_sources:
@@ -152,7 +152,7 @@ def load_sources(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, di
         else:
             corpora.append(L.load_wiki_corpus(cfg.wiki.path, lang=cfg.wiki.lang,
                                               max_passages=cfg.wiki.max_passages))
-    corpus = pd.concat(corpora, ignore_index=True) if len(corpora) > 1 else corpora[0]
+    corpus = L.concat_tables(corpora)
     return (questions[list(QUESTION_COLUMNS)], corpus[list(PASSAGE_COLUMNS)], kb)
 
 
@@ -236,5 +236,6 @@ def publish(questions: pd.DataFrame, corpus: pd.DataFrame, gold: pd.DataFrame,
     expectation and a few offending rows; nothing downstream is then written.
     """
     V.raise_if_failed(report)
-    return (questions.reset_index(drop=True), corpus.reset_index(drop=True),
-            gold.reset_index(drop=True), practice, world_kb)
+    # The file lines the loaders kept for validation messages are not part of the tables.
+    return (L.without_origin(questions), L.without_origin(corpus), L.without_origin(gold),
+            L.without_origin(practice), world_kb)
