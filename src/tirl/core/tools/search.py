@@ -134,7 +134,9 @@ class SearchTool:
         self.parameters = dict(SEARCH_PARAMETERS)
         #: The retriever ends a call by the engine's timeout itself (the remote one does), so
         #: call_tools_batch passes it the timeout instead of abandoning a thread at it.
-        self.honours_timeout = "timeout_s" in inspect.signature(retriever.retrieve).parameters
+        retrieve = getattr(retriever, "retrieve", None)  # None: a schema-only tool (docs, tests)
+        self.honours_timeout = (retrieve is not None
+                                and "timeout_s" in inspect.signature(retrieve).parameters)
 
     def __repr__(self) -> str:
         return (f"SearchTool(retriever={type(self.retriever).__name__}, top_k={self.top_k}, "
