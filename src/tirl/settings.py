@@ -3,13 +3,17 @@
 kedro-mlflow registers itself through its entry point and owns the MLflow run of every
 ``kedro run``; :class:`tirl.hooks.RunTagsHook` adds lineage tags to that run and
 :class:`tirl.hooks.NodeResourcesHook` each node's seconds and peak memory.
+:class:`tirl.config_hook.ParamsCheckHook` checks every parameter the run reads before it starts;
+:class:`tirl.publish_hook.OutputSetHook` publishes each node's outputs as one set.
 """
 
 from kedro.config import OmegaConfigLoader
 
+from tirl.config_hook import ParamsCheckHook
 from tirl.hooks import NodeResourcesHook, RunTagsHook
+from tirl.publish_hook import OutputSetHook
 
-HOOKS = (RunTagsHook(), NodeResourcesHook())
+HOOKS = (ParamsCheckHook(), OutputSetHook(), RunTagsHook(), NodeResourcesHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
