@@ -5,13 +5,18 @@ kedro-mlflow registers itself through its entry point and owns the MLflow run of
 :class:`tirl.hooks.NodeResourcesHook` each node's seconds and peak memory,
 :class:`tirl.hooks.SecretsHook` keeps keys out of the parameters (they come from Kedro's
 credentials) and :class:`tirl.hooks.RunStatusHook` marks a run killed by a signal KILLED.
+:class:`tirl.config_hook.ParamsCheckHook` checks every parameter the run reads before it starts;
+:class:`tirl.publish_hook.OutputSetHook` publishes each node's outputs as one set.
 """
 
 from kedro.config import OmegaConfigLoader
 
+from tirl.config_hook import ParamsCheckHook
 from tirl.hooks import NodeResourcesHook, RunStatusHook, RunTagsHook, SecretsHook
+from tirl.publish_hook import OutputSetHook
 
-HOOKS = (SecretsHook(), RunTagsHook(), NodeResourcesHook(), RunStatusHook())
+HOOKS = (SecretsHook(), ParamsCheckHook(), OutputSetHook(), RunTagsHook(), NodeResourcesHook(),
+         RunStatusHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -1,10 +1,14 @@
-"""Atomic saves for any file-based Kedro dataset.
+"""Atomic saves for any file-based Kedro dataset, and the staging every dataset here uses.
 
 Kedro's file datasets write in place, so a crash (or a Ctrl-C) mid-save leaves a truncated
 Parquet/CSV/JSON file behind and the previous good version is gone. :class:`AtomicDataset`
-wraps such a dataset: it saves to a hidden temporary sibling, flushes it to disk and renames
-it over the target, which POSIX makes atomic. Readers see the old file or the new one, never
-half of one.
+wraps such a dataset: it saves to a hidden temporary sibling, flushes it to disk and
+publishes it over the target (:mod:`tirl.datasets.publish`): at once, by a rename, which POSIX
+makes atomic; or, when the target is one of several outputs of a node, together with the
+others once the node's last output is saved (:class:`tirl.publish_hook.OutputSetHook`).
+Readers see the old file or the new one, never half of one, and a node's outputs are all old
+or all new. :func:`atomic_file` and :func:`atomic_dir` are the same for a dataset's own
+writer (trajectory tables, model directories).
 
 Catalog::
 
@@ -18,8 +22,6 @@ Catalog::
 from __future__ import annotations
 
 import copy
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,32 +29,39 @@ from typing import Any
 
 from kedro.io import AbstractDataset
 
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from tirl.datasets.publish import fsync_path, publish, remove_path, settle, staging_path
 
 
 @contextmanager
-def atomic_file(target: Path) -> Iterator[Path]:
-    """Yield a hidden temporary sibling of ``target`` to write; publish it over ``target``.
-
-    When the ``with`` body returns, the temporary file is flushed to disk and renamed over
-    ``target``; when it raises, the temporary file is removed and ``target`` is untouched.
-    The sibling lives in the same directory so that the rename never crosses file systems.
-    """
+def _staged(target: Path, make: bool) -> Iterator[Path]:
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    settle(target)  # finish or sweep what an interrupted earlier save left
+    tmp = staging_path(target)
+    if make:
+        tmp.mkdir()
     try:
         yield tmp
-        _fsync(tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        fsync_path(tmp)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    publish(target, tmp)
+
+
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Context manager: yield a hidden temporary sibling of ``target`` to write; publish it.
+
+    When the ``with`` body returns, the temporary file is flushed to disk and published over
+    ``target`` (:func:`tirl.datasets.publish.publish`); when it raises, the temporary file is
+    removed and ``target`` is untouched.
+    """
+    return _staged(target, make=False)
+
+
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """:func:`atomic_file` for a directory: yields a new empty directory to fill."""
+    return _staged(target, make=True)
 
 
 class AtomicDataset(AbstractDataset[Any, Any]):
@@ -66,7 +75,13 @@ class AtomicDataset(AbstractDataset[Any, Any]):
         self._inner = AbstractDataset.from_config("inner", copy.deepcopy(dataset))
         self.metadata = metadata
 
+    @property
+    def publish_target(self) -> Path:
+        """The file a save publishes (what an output set stages)."""
+        return self._filepath
+
     def load(self) -> Any:
+        settle(self._filepath)  # a set interrupted mid-publish is finished before a read
         return self._inner.load()
 
     def save(self, data: Any) -> None:

@@ -1,19 +1,21 @@
 """Kedro dataset for a transformers model directory: ``{"model": ..., "tokenizer": ...}``.
 
 ``save`` writes ``save_pretrained`` output for both into a temporary sibling directory and
-swaps it in with renames, so a crash mid-save leaves the previous model directory intact and
-readers never see a half-written one.
+swaps it in with renames recorded in a journal (:mod:`tirl.datasets.publish`), so a crash
+mid-save leaves the previous model directory intact, a crash mid-swap is finished at the next
+save or load, and readers never see a half-written one.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
+
+from tirl.datasets.atomic import atomic_dir
+from tirl.datasets.publish import settle
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,11 @@ class HFModelDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         self._save_args = dict(save_args or {})
         self.metadata = metadata
 
+    @property
+    def publish_target(self) -> Path:
+        """The directory a save publishes (what an output set stages)."""
+        return self._path
+
     def load(self) -> dict[str, Any]:
         from tirl.core.modeling.factory import load_model
 
@@ -52,32 +59,20 @@ class HFModelDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         if not isinstance(data, dict) or not {"model", "tokenizer"} <= set(data):
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise DatasetError(f"{self._path}: save() expects a dict with 'model' and 'tokenizer', got {got}")
-        parent = self._path.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        tag = uuid.uuid4().hex[:8]
-        tmp = parent / f".{self._path.name}.tmp-{tag}"
-        old = parent / f".{self._path.name}.old-{tag}"
-        try:
+        # Written into a staging directory and swapped in by tirl.datasets.publish (a
+        # journal makes the swap recoverable after a kill), so the model and its extra files
+        # are published as one set, with the other outputs of the node when it has some.
+        with atomic_dir(self._path) as tmp:
             data["model"].save_pretrained(tmp, **self._save_args)
             data["tokenizer"].save_pretrained(tmp)
-            # Extra text files (a model card, a pretraining record) join the same directory
-            # before the swap, so the model and its description are published as one set.
             for name, text in (data.get("files") or {}).items():
                 if Path(name).name != name:
                     raise DatasetError(f"{self._path}: extra file name {name!r} must be a plain file name")
                 (tmp / name).write_text(text)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        # Two renames: the old directory is moved aside only once the new one is complete,
-        # and is deleted only after the new one is in place.
-        if self._path.exists():
-            self._path.rename(old)
-        tmp.rename(self._path)
-        shutil.rmtree(old, ignore_errors=True)
         log.info("saved model to %s", self._path)
 
     def _exists(self) -> bool:
+        settle(self._path)  # a swap interrupted between its two renames is finished first
         return (self._path / "config.json").is_file()
 
     def _describe(self) -> dict[str, Any]:

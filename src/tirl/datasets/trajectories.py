@@ -22,7 +22,8 @@ Catalog::
       filepath: data/07_model_output/inspect_rollouts/trajectories.parquet
 
 ``save`` writes a temporary sibling and renames it over the file (:func:`atomic_file`), so a
-failed or interrupted save leaves the previous table intact. ``load`` checks the table and
+failed or interrupted save leaves the previous table intact (and, as one of several outputs
+of a node, it is published with the others). ``load`` checks the table and
 names the file, row and column of anything malformed.
 """
 
@@ -38,6 +39,7 @@ from kedro.io import AbstractDataset, DatasetError
 
 from tirl.core.types import RewardBreakdown, Trajectory
 from tirl.datasets.atomic import atomic_file
+from tirl.datasets.publish import settle
 
 TRAJECTORY_SCHEMA = pa.schema([
     pa.field("question_id", pa.string(), nullable=False),
@@ -203,7 +205,13 @@ class TrajectoryDataset(AbstractDataset[list, list]):
         self._scored = bool(scored)
         self.metadata = metadata
 
+    @property
+    def publish_target(self) -> Path:
+        """The file a save publishes (what an output set stages)."""
+        return self._filepath
+
     def load(self) -> list[Trajectory] | list[Scored]:
+        settle(self._filepath)
         if not self._filepath.is_file():
             raise DatasetError(f"no trajectory table at {self._filepath}")
         try:
