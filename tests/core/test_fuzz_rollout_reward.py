@@ -99,7 +99,8 @@ class _Rows:
 _chars = st.characters(blacklist_categories=("Cs",))  # sampled tokens decode to valid text
 _text = st.text(_chars, max_size=12)
 _query = st.one_of(st.sampled_from(["Alice Marlow", "Kestrel Works founder", "Norvale", "   ",
-                                    "", "the", "caf\ud800", "x", "xylophone"]), st.text(max_size=20))
+                                    "", "the", "caf\ud800", "x", "xylophone"]),
+                   st.text(max_size=20))
 # ensure_ascii: a lone surrogate in a query reaches the parser as a JSON escape, as a model
 # would write it.
 _call = st.builds(lambda name, q: "<tool_call>\n" + json.dumps(
