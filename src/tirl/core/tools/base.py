@@ -269,10 +269,12 @@ def call_tools_batch(tools: Mapping[str, Tool], calls: Sequence[ToolCall], *,
     """Execute the tool calls of one turn (of all live trajectories) together.
 
     Calls to a tool that has ``call_batch`` go to it in one batched call (an exception in a
-    result slot fails that call; the batch raising or timing out fails that tool's calls); the others run on a bounded thread pool
-    (``max_workers``), each with its own ``timeout_s``. A batched tool with
-    ``honours_timeout = True`` gets ``call_batch(args, timeout_s=...)`` and ends by it itself,
-    so no thread outlives the timeout. Results come back in the order of ``calls``; count failures with ``sum(not r.ok for r in results)``. Never raises.
+    result slot fails that call; the batch raising or timing out fails that tool's calls);
+    the others run on a bounded thread pool (``max_workers``), each with its own
+    ``timeout_s``. A batched tool with ``honours_timeout = True`` gets
+    ``call_batch(args, timeout_s=...)`` and ends by it itself, so no thread outlives the
+    timeout. Results come back in the order of ``calls``; count failures with
+    ``sum(not r.ok for r in results)``. Never raises.
     """
     results: list[ToolResult | None] = [None] * len(calls)
     batched: dict[str, list[int]] = {}

@@ -202,7 +202,8 @@ def build_search_tool(corpus: pd.DataFrame | None, *, kind: str = "bm25", top_k:
 
     ``kind``: ``bm25`` | ``dense`` | ``remote`` (the remote server has its own corpus, so
     ``corpus`` may be None there). ``timeout_s`` (the deadline of one remote call, retries
-    included), ``max_retries`` and ``backoff_s`` apply to the remote HTTP calls; ``cache_dir``/``model_path``/``batch_size``/``device`` to dense.
+    included), ``max_retries`` and ``backoff_s`` apply to the remote HTTP calls;
+    ``cache_dir``/``model_path``/``batch_size``/``device`` to dense.
 
     >>> corpus = pd.DataFrame({"id": ["1", "2"], "title": ["Paris", "Rome"],
     ...                        "text": ["Paris is the capital of France.",
