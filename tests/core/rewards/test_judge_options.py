@@ -59,3 +59,9 @@ def test_a_judges_own_options_pass():
                                                                  "model": "m", "timeout_s": 5}})
     assert spec.options["timeout_s"] == 5
     assert build_config(JudgeSpec, {"name": "rubric", "options": {"threshold": 0.7}}).name == "rubric"
+
+
+def test_a_rubric_option_value_is_checked_with_the_config():
+    with pytest.raises(ConfigError, match=r"^rl\.train\.judge\.options\.threshold"):
+        build_config(TrainConfig, {"judge": {"name": "rubric", "options": {"threshold": "hi"}}},
+                     "rl.train")

@@ -119,9 +119,11 @@ class PretrainConfig:
             raise ValueError("phases: at least one phase is needed")
         # The worlds are built from these overrides only once training starts (after the
         # tokenizer): an unknown key or a bad value is refused here instead.
-        build_config(WorldConfig, dict(self.world), "world")
+        # (As stream.world_config builds them: train questions of `questions`, then overrides.)
+        train = {"questions": {"train": dict(self.questions)}}
+        build_config(WorldConfig, {**train, **self.world}, "world")
         for i, phase in enumerate(self.phases):
-            build_config(WorldConfig, {**self.world, **phase.world}, f"phases[{i}].world")
+            build_config(WorldConfig, {**train, **self.world, **phase.world}, f"phases[{i}].world")
         if self.val_chats and (self.val_seed in self.reserved_seeds):
             raise ValueError(f"val_seed {self.val_seed} is a reserved (benchmark/evaluation) seed")
 

@@ -34,8 +34,8 @@ def _judge_class(factory: Callable[..., Any]) -> Any:
     return None
 
 
-def _config_fields(cls: Any) -> tuple[str, ...] | None:
-    """Fields of the dataclass annotated as ``cls.__init__``'s ``config`` (``RubricJudge(config:
+def _config_class(cls: Any) -> Any:
+    """The dataclass annotated as ``cls.__init__``'s ``config`` (``RubricJudge(config:
     RubricConfig | None = None, **options)`` takes the config's fields as options)."""
     try:
         hint = typing.get_type_hints(cls.__init__).get("config")
@@ -43,8 +43,13 @@ def _config_fields(cls: Any) -> tuple[str, ...] | None:
         return None
     for tp in (hint, *typing.get_args(hint)):
         if dataclasses.is_dataclass(tp):
-            return tuple(f.name for f in dataclasses.fields(tp))
+            return tp
     return None
+
+
+def _config_fields(cls: Any) -> tuple[str, ...] | None:
+    config = _config_class(cls)
+    return None if config is None else tuple(f.name for f in dataclasses.fields(config))
 
 
 def judge_options(name: str) -> tuple[str, ...] | None:
@@ -83,3 +88,9 @@ def check_judge_options(name: str, options: Mapping[str, Any]) -> None:
         hint += f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"options.{key}: not an option of judge {name!r}{hint} "
                          f"(its options: {sorted(known)})")
+    from tirl.core.config import build_config
+    from tirl.core.rewards.judges import JUDGES
+
+    config = _config_class(_judge_class(JUDGES[name]))
+    if config is not None:  # a judge configured by a dataclass: its values are checked too
+        build_config(config, dict(options), "options")
