@@ -31,19 +31,19 @@ def _is_write_open(args: tuple) -> bool:
     return isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
 
 
-def _install(kill_at: int | None, counter: list[int]) -> None:
-    def point() -> None:
-        counter[0] += 1
-        if kill_at is not None and counter[0] >= kill_at:
+def _install(kill_at: int | None, kinds: list[str]) -> None:
+    def point(kind: str) -> None:
+        kinds.append(kind)
+        if kill_at is not None and len(kinds) >= kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def audit(event: str, args: tuple) -> None:
         if event in _AUDITED or (event == "open" and _is_write_open(args)):
-            point()
+            point("fs")
 
     def profile(frame, event, arg) -> None:  # noqa: ANN001
         if event == "c_return" and getattr(arg, "__name__", "") in ("write", "writelines"):
-            point()
+            point("write")
 
     sys.addaudithook(audit)
     sys.setprofile(profile)
@@ -70,22 +70,22 @@ def _private_locks() -> None:
 
 
 def run_forked(fn: Callable[[], None], kill_at: int | None = None,
-               hang_s: float = 600.0) -> tuple[int, int]:
-    """Run ``fn`` in a forked child, killed at write point ``kill_at`` (None: never).
+               hang_s: float = 600.0) -> tuple[int, list[str]]:
+    """Run ``fn`` in a forked child, killed at write point ``kill_at`` (1-based; None: never).
 
-    Returns ``(signal or exit status, write points passed)``; the count is only known when
-    the child was not killed (0 otherwise). A child still running after ``hang_s`` is killed
-    and reported as hung (a guard against a deadlock, not a measurement).
+    Returns ``(-signal or exit status, kinds)``: the kind of each write point passed (``fs``
+    or ``write``), known only when the child was not killed (empty otherwise). A child still
+    running after ``hang_s`` is killed and reported as hung (a deadlock guard, not a timing).
     """
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         os.close(read)
         code = 0
-        counter = [0]
+        kinds: list[str] = []
         try:
             _private_locks()
-            _install(kill_at, counter)
+            _install(kill_at, kinds)
             fn()
         except BaseException:  # noqa: BLE001 - report, do not unwind into pytest
             import traceback
@@ -93,7 +93,7 @@ def run_forked(fn: Callable[[], None], kill_at: int | None = None,
             traceback.print_exc()
             code = 3
         sys.setprofile(None)
-        os.write(write, str(counter[0]).encode())
+        os.write(write, ",".join(kinds).encode())
         os._exit(code)
     os.close(write)
     deadline = time.monotonic() + hang_s
@@ -110,20 +110,20 @@ def run_forked(fn: Callable[[], None], kill_at: int | None = None,
     with os.fdopen(read) as pipe:
         passed = pipe.read()
     if os.WIFSIGNALED(status):
-        return -os.WTERMSIG(status), 0
-    return os.WEXITSTATUS(status), int(passed or 0)
+        return -os.WTERMSIG(status), []
+    return os.WEXITSTATUS(status), passed.split(",") if passed else []
 
 
-def kill_points(fn: Callable[[], None], *, limit: int = 24, seed: int = 0) -> list[int]:
-    """The write points of ``fn`` to kill at: all of them when there are at most ``limit``,
-    else ``limit`` of them drawn with ``seed`` (always the first and the last)."""
-    code, n = run_forked(fn)
-    assert code == 0 and n > 0, f"dry run failed (status {code}, {n} write points)"
-    points = list(range(1, n + 1))
-    if n <= limit:
-        return points
-    rng = random.Random(seed)
-    return sorted({1, n, *rng.sample(points[1:-1], limit - 2)})
+def kill_points(fn: Callable[[], None], *, writes: int = 12, seed: int = 0) -> list[int]:
+    """The write points of ``fn`` to kill at: every filesystem point (open, rename, remove,
+    mkdir: where a set of files is published), and ``writes`` of its ``write`` calls drawn
+    with ``seed`` (the middle of a file's bytes), plus the last point."""
+    code, kinds = run_forked(fn)
+    assert code == 0 and kinds, f"dry run failed (status {code}, {len(kinds)} write points)"
+    fs = [i + 1 for i, k in enumerate(kinds) if k == "fs"]
+    chunks = [i + 1 for i, k in enumerate(kinds) if k == "write"]
+    drawn = random.Random(seed).sample(chunks, min(writes, len(chunks)))
+    return sorted({*fs, *drawn, len(kinds)})
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

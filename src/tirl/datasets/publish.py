@@ -200,7 +200,10 @@ def sweep(directory: Path, name: str | None = None) -> None:
         return
     for child in directory.iterdir():
         m = _STAGING.match(child.name)
-        if not m or (name is not None and m.group("name") != name):
+        # A journal's own staging file (killed while the journal was written) goes with any
+        # target's sweep: that set never started, so nothing else refers to it.
+        if not m or (name is not None and m.group("name") != name
+                     and not _JOURNAL.match(m.group("name"))):
             continue
         pid = m.group("pid")
         if pid is None or not _pid_alive(int(pid)):
