@@ -32,8 +32,7 @@ from typing import Any
 
 from tirl.core.registry import getter
 from tirl.core.tools.base import check_arguments
-from tirl.core.types import ParsedTurn, ParseError, Tool, ToolCall
-from tirl.core.utf8 import valid_utf8_values
+from tirl.core.types import ParsedTurn, ParseError, Tool, ToolCall, valid_utf8_values
 
 #: Text the engine may leave at the end of a turn: the turn terminator and the eos token.
 #: Only trailing copies are dropped; anywhere else they are ordinary text.

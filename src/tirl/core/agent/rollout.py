@@ -31,8 +31,7 @@ from tirl.core.agent.generation import GenerationBackend, GenOut
 from tirl.core.agent.parsers import get_parser
 from tirl.core.config import field_
 from tirl.core.tools.base import call_tools_batch, tool_schemas
-from tirl.core.types import FINISH_REASONS, Message, ParsedTurn, Tool, Trajectory
-from tirl.core.utf8 import valid_utf8
+from tirl.core.types import FINISH_REASONS, Message, ParsedTurn, Tool, Trajectory, valid_utf8
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ class _Codec:
 
     def decode(self, ids: Sequence[int]) -> str:
         # Model text enters here: made valid UTF-8 once, whatever a tokenizer's decoder hands
-        # back, so nothing downstream (re-encoding, Parquet) can refuse it (tirl.core.utf8).
+        # back, so nothing downstream (re-encoding, Parquet) can refuse it (tirl.core.types.valid_utf8).
         return valid_utf8(self.tok.decode(list(ids), skip_special_tokens=False))
 
     def _single(self, text: str) -> int | None:

@@ -25,8 +25,7 @@ from typing import Any, NamedTuple
 
 import jsonschema
 
-from tirl.core.types import Tool, ToolCall
-from tirl.core.utf8 import valid_utf8
+from tirl.core.types import Tool, ToolCall, valid_utf8
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +211,7 @@ def _as_result(name: str, value: Any) -> ToolResult:
         return _error(name, _exc_reason(value))
     if not isinstance(value, str):
         return _error(name, f"tool returned {type(value).__name__}, not text")
-    # Tool text enters the trajectory here: made valid UTF-8 once (tirl.core.utf8).
+    # Tool text enters the trajectory here: made valid UTF-8 once (tirl.core.types.valid_utf8).
     return ToolResult(text=valid_utf8(value), ok=True, error=None)
 
 

@@ -132,11 +132,6 @@ class SearchTool:
         self.tokenizer = tokenizer
         self.description = description
         self.parameters = dict(SEARCH_PARAMETERS)
-        #: The retriever ends a call by the engine's timeout itself (the remote one does), so
-        #: call_tools_batch passes it the timeout instead of abandoning a thread at it.
-        retrieve = getattr(retriever, "retrieve", None)  # None: a schema-only tool (docs, tests)
-        self.honours_timeout = (retrieve is not None
-                                and "timeout_s" in inspect.signature(retrieve).parameters)
 
     def __repr__(self) -> str:
         return (f"SearchTool(retriever={type(self.retriever).__name__}, top_k={self.top_k}, "
@@ -144,6 +139,13 @@ class SearchTool:
 
     def __call__(self, query: str) -> str:
         return self.search_batch([query])[0]
+
+    @property
+    def honours_timeout(self) -> bool:
+        """Whether the retriever ends a call by a given timeout itself (the remote one does):
+        call_tools_batch then passes it the timeout instead of abandoning a thread at it."""
+        retrieve = getattr(self.retriever, "retrieve", None)
+        return callable(retrieve) and "timeout_s" in inspect.signature(retrieve).parameters
 
     def retrieve(self, queries: Sequence[str], *,
                  timeout_s: float | None = None) -> list[list[Passage]]:

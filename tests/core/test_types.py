@@ -1,4 +1,4 @@
-"""Text from the model or a tool is valid UTF-8 (issue 15, item 5)."""
+"""tirl.core.types: text from the model or a tool is valid UTF-8 (issue 15, item 5)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tirl.core.utf8 as utf8
-from tirl.core.utf8 import valid_utf8, valid_utf8_values
+import tirl.core.types as types
+from tirl.core.types import valid_utf8, valid_utf8_values
 
 
 def test_doctests():
-    failed, attempted = doctest.testmod(utf8)
+    failed, attempted = doctest.testmod(types)
     assert attempted and not failed
 
 
