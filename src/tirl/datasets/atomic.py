@@ -29,7 +29,8 @@ from typing import Any
 
 from kedro.io import AbstractDataset
 
-from tirl.datasets.publish import fsync_path, publish, remove_path, settle, staging_path
+from tirl.core.files import fsync_tree
+from tirl.datasets.publish import publish, remove_path, settle, staging_path
 
 
 @contextmanager
@@ -42,7 +43,7 @@ def _staged(target: Path, make: bool) -> Iterator[Path]:
         tmp.mkdir()
     try:
         yield tmp
-        fsync_path(tmp)
+        fsync_tree(tmp)
     except BaseException:
         remove_path(tmp)
         raise

@@ -39,6 +39,8 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: journals are recovered by age alone
     fcntl = None  # type: ignore[assignment]
 
+from tirl.core.files import fsync_quietly
+
 log = logging.getLogger(__name__)
 
 #: ``.<name>.tmp-<pid>-<hex>`` / ``.<name>.old-<pid>-<hex>``; older saves wrote no pid.
@@ -63,24 +65,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # someone else's process: alive
         return True
     return True
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file, or a directory and every file under it, to disk."""
-    if path.is_dir():
-        for child in path.rglob("*"):
-            if child.is_file():
-                fsync_path(child)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # a directory cannot be opened on every OS
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def remove_path(path: Path) -> None:
@@ -118,7 +102,7 @@ def _roll_forward(entries: Iterable[Entry], old: dict[Path, Path]) -> None:
         else:
             os.replace(e.staged, e.target)
     for parent in {e.target.parent for e in entries}:
-        fsync_path(parent)
+        fsync_quietly(parent)
 
 
 def _write_journal(entries: list[Entry], old: dict[Path, Path]) -> tuple[Path, int]:
@@ -135,7 +119,7 @@ def _write_journal(entries: list[Entry], old: dict[Path, Path]) -> tuple[Path, i
     os.write(fd, body.encode("utf-8"))
     os.fsync(fd)
     os.replace(tmp, journal)
-    fsync_path(where)
+    fsync_quietly(where)
     return journal, fd
 
 
@@ -146,7 +130,7 @@ def publish_entries(entries: list[Entry]) -> None:
     if len(entries) == 1 and not entries[0].is_dir:
         e = entries[0]
         os.replace(e.staged, e.target)
-        fsync_path(e.target.parent)
+        fsync_quietly(e.target.parent)
         return
     old = {e.target: staging_path(e.target, "old") for e in entries}
     journal, fd = _write_journal(entries, old)

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tirl.core.files import fsync_quietly
+
 logger = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -49,20 +51,6 @@ class Checkpoint:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # Directory fsync makes the rename itself durable; not supported on every OS.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def complete_checkpoints(root: Path | str) -> list[tuple[int, Path]]:
@@ -98,11 +86,11 @@ def save_checkpoint(root: Path | str, step: int, state: dict[str, Any], *, keep:
     (tmp / META_FILE).write_text(json.dumps({"step": int(step), "format": 1}))
     for name in (STATE_FILE, META_FILE):
         _fsync_file(tmp / name)
-    _fsync_dir(tmp)
+    fsync_quietly(tmp)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(root)
+    fsync_quietly(root)
     for _, old in complete_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     logger.info("checkpoint saved: %s", final)
