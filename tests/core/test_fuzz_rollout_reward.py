@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from scripted import scripted_out
 from tirl.core.agent import protocol as P
-from tirl.core.agent.generation import GenOut
 from tirl.core.agent.rollout import RolloutConfig, run_rollouts
 from tirl.core.rewards import make_judge, make_reward_fn
 from tirl.core.rewards.prs import score_batch
@@ -82,15 +82,7 @@ class _Rows:
         for slot, budget in zip(cache_ids, max_new_tokens):
             script = self.scripts[self.rows[slot]]
             text = script[turn] if turn < len(script) else "<|im_end|>"
-            ids = self.tok(text, add_special_tokens=False)["input_ids"]
-            reason = "length"
-            for k, t in enumerate(ids):
-                if t in stop_token_ids:
-                    ids, reason = ids[:k + 1], "stop_token"
-                    break
-            if len(ids) > budget:
-                ids, reason = ids[:budget], "length"
-            outs.append(GenOut(list(ids), [-0.5] * len(ids), reason))
+            outs.append(scripted_out(self.tok, text, budget, stop_token_ids, -0.5))
         return outs
 
 

@@ -83,6 +83,23 @@ def _assert_old_or_new(write_new, settle, root: Path, old: dict, new: dict,
     assert seen == ({"old", "new"} if both else seen | {"old"}), seen
 
 
+def _old_and_new(root: Path, write_old, write_new, saved: Path):
+    """Write the new outputs, then (from nothing) the old ones: their snapshots, and a
+    function that puts the old set back before each kill."""
+    write_new()
+    new = snapshot(root)
+    shutil.rmtree(root)
+    write_old()
+    old = snapshot(root)
+    shutil.copytree(root, saved)
+
+    def restore_old() -> None:
+        shutil.rmtree(root)
+        shutil.copytree(saved, root)
+
+    return old, new, restore_old
+
+
 def _tables(tiny_tables, variant: int) -> dict[str, Any]:
     corpus, questions, gold = (t.copy() for t in tiny_tables)
     if variant:  # another world: other text, other answers
@@ -99,19 +116,10 @@ def test_data_prep_publishes_all_or_nothing(tmp_path, tiny_tables):
     outputs = ["questions", "corpus", "gold_trajectories", "practice_trajectories", "world_kb"]
     entries = _entries("catalog_data_prep.yml", outputs, tmp_path)
     root = tmp_path / "data"
-    _run(pipeline, entries, _tables(tiny_tables, 1))
-    new = snapshot(root)
-    shutil.rmtree(root)
-    _run(pipeline, entries, _tables(tiny_tables, 0))
-    old = snapshot(root)
+    old, new, restore_old = _old_and_new(
+        root, lambda: _run(pipeline, entries, _tables(tiny_tables, 0)),
+        lambda: _run(pipeline, entries, _tables(tiny_tables, 1)), tmp_path / "saved")
     assert old != new and sorted(old) == sorted(new) and len(old) == 1 + 5  # the folder, five files
-    saved = tmp_path / "saved"
-    shutil.copytree(root, saved)
-
-    def restore_old() -> None:
-        shutil.rmtree(root)
-        shutil.copytree(saved, root)
-
     _assert_old_or_new(lambda: _run(pipeline, entries, _tables(tiny_tables, 1)),
                        lambda: _next_start(pipeline, entries), root, old, new, restore_old)
 
@@ -133,18 +141,8 @@ def test_a_model_and_its_metrics_publish_together(tmp_path, tiny_model, tiny_tok
 
     old_pipe, new_pipe = pipe(tiny_model, {"sft/loss": 1.0}), pipe(_perturbed(tiny_model),
                                                                      {"sft/loss": 0.5})
-    _run(new_pipe, entries, {})
-    new = snapshot(root)
-    shutil.rmtree(root)
-    _run(old_pipe, entries, {})
-    old = snapshot(root)
-    saved = tmp_path / "saved"
-    shutil.copytree(root, saved)
-
-    def restore_old() -> None:
-        shutil.rmtree(root)
-        shutil.copytree(saved, root)
-
+    old, new, restore_old = _old_and_new(root, lambda: _run(old_pipe, entries, {}),
+                                         lambda: _run(new_pipe, entries, {}), tmp_path / "saved")
     _assert_old_or_new(lambda: _run(new_pipe, entries, {}),
                        lambda: _next_start(new_pipe, entries), root, old, new, restore_old)
 
@@ -175,18 +173,8 @@ def test_a_single_save_is_old_or_new(tmp_path, case, tiny_model, tiny_tokenizer)
         dataset = AbstractDataset.from_config("sft_model", cfg)
         old_data = {"model": tiny_model, "tokenizer": tiny_tokenizer}
         new_data = {"model": _perturbed(tiny_model), "tokenizer": tiny_tokenizer}
-    dataset.save(new_data)
-    new = snapshot(root)
-    shutil.rmtree(root)
-    dataset.save(old_data)
-    old = snapshot(root)
-    saved = tmp_path / "saved"
-    shutil.copytree(root, saved)
-
-    def restore_old() -> None:
-        shutil.rmtree(root)
-        shutil.copytree(saved, root)
-
+    old, new, restore_old = _old_and_new(root, lambda: dataset.save(old_data),
+                                         lambda: dataset.save(new_data), tmp_path / "saved")
     def next_read() -> None:  # the next run's first load of the output
         try:
             dataset.load()

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from scripted import scripted_out
 from tirl.core.agent import protocol as P
 from tirl.core.agent.backends import make_backend
 from tirl.core.agent.generation import GenOut
@@ -47,15 +48,8 @@ class Scripted:
         budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else max_new_tokens
         outs = []
         for row, budget in enumerate(budgets):
-            ids = self.tok(self.script(turn, row), add_special_tokens=False)["input_ids"]
-            reason = "length"
-            for k, t in enumerate(ids):
-                if t in stop_token_ids:
-                    ids, reason = ids[:k + 1], "stop_token"
-                    break
-            if len(ids) > budget:
-                ids, reason = ids[:budget], "length"
-            outs.append(GenOut(list(ids), [self.logprob] * len(ids), reason))
+            outs.append(scripted_out(self.tok, self.script(turn, row), budget, stop_token_ids,
+                                     self.logprob))
         return outs
 
 
