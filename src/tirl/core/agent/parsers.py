@@ -147,10 +147,45 @@ def _parse(fmt: TagFormat, text: str, tools: Mapping[str, Tool] | None) -> Parse
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     body = _strip_terminators(text)
+    errors = _Errors()
+    elements, stray, opened_action = _scan_tags(fmt, body, errors)
+    if stray:
+        errors.add("text_outside_tags", f"text outside tags: {stray[:40]!r}")
+
+    thinks = [c for t, c in elements if t == fmt.think]
+    answers = [c for t, c in elements if t == fmt.answer_tag]
+    calls: list[ToolCall] = []
+    for tag, content in elements:
+        if tag == fmt.think or tag == fmt.answer_tag:
+            continue
+        call, err = fmt.tool_tag_to_call(tag, content)
+        errors.extend(err)
+        if call is not None:
+            errors.extend(_check_tool(call, tools))
+            calls.append(call)
+
+    if (calls or any(t not in (fmt.think, fmt.answer_tag) for t, _ in elements)) and answers:
+        errors.add("mixed_actions", "a turn holds both a tool call and an answer")
+    if len(answers) > 1:
+        errors.add("mixed_actions", f"{len(answers)} answers in one turn")
+
+    if not opened_action:
+        if not stray and not errors.items:
+            errors.add("empty_turn", "no text besides whitespace or thoughts")
+        elif stray or body.strip():
+            errors.add("no_action", "neither a tool call nor an answer")
+
+    think = "\n".join(c.strip() for c in thinks) if thinks else None
+    answer = answers[0].strip() if answers else None
+    return ParsedTurn(tool_calls=tuple(calls), answer=answer, think=think, errors=errors.tuple())
+
+
+def _scan_tags(fmt: TagFormat, body: str, errors: _Errors) -> tuple[list[tuple[str, str]], str, bool]:
+    """One pass over the tags of ``body``: the completed top-level ``(tag, content)`` elements,
+    the stripped text outside every tag, and whether any action tag was opened. Nesting and
+    closing faults go to ``errors``."""
     names = (fmt.think, *fmt.actions)
     tag_re = re.compile(r"<(/?)(" + "|".join(re.escape(n) for n in names) + r")>")
-    errors = _Errors()
-
     stack: list[tuple[str, int]] = []  # (tag name, content start offset)
     # How many of each tag the stack holds: whether a closing tag matches anything open is
     # then one lookup, not a scan of the stack (which made mismatched tags quadratic).
@@ -190,36 +225,7 @@ def _parse(fmt: TagFormat, text: str, tools: Mapping[str, Tool] | None) -> Parse
     else:
         outside.append(body[pos:])
 
-    stray = "".join(outside).strip()
-    if stray:
-        errors.add("text_outside_tags", f"text outside tags: {stray[:40]!r}")
-
-    thinks = [c for t, c in elements if t == fmt.think]
-    answers = [c for t, c in elements if t == fmt.answer_tag]
-    calls: list[ToolCall] = []
-    for tag, content in elements:
-        if tag == fmt.think or tag == fmt.answer_tag:
-            continue
-        call, err = fmt.tool_tag_to_call(tag, content)
-        errors.extend(err)
-        if call is not None:
-            errors.extend(_check_tool(call, tools))
-            calls.append(call)
-
-    if (calls or any(t not in (fmt.think, fmt.answer_tag) for t, _ in elements)) and answers:
-        errors.add("mixed_actions", "a turn holds both a tool call and an answer")
-    if len(answers) > 1:
-        errors.add("mixed_actions", f"{len(answers)} answers in one turn")
-
-    if not opened_action:
-        if not stray and not errors.items:
-            errors.add("empty_turn", "no text besides whitespace or thoughts")
-        elif stray or body.strip():
-            errors.add("no_action", "neither a tool call nor an answer")
-
-    think = "\n".join(c.strip() for c in thinks) if thinks else None
-    answer = answers[0].strip() if answers else None
-    return ParsedTurn(tool_calls=tuple(calls), answer=answer, think=think, errors=errors.tuple())
+    return elements, "".join(outside).strip(), opened_action
 
 
 class Parser:

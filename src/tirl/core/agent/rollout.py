@@ -172,12 +172,6 @@ def run_rollouts(*, backend: GenerationBackend, tokenizer: Any, tools: Mapping[s
     ``seed`` overrides ``config.seed`` (the RL loop passes its step). ``on_metrics`` receives
     :func:`rollout_stats` once at the end (step 0).
     """
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
-    for i, q in enumerate(questions):
-        for key in ("id", "question"):
-            if key not in q:
-                raise KeyError(f"questions[{i}]: missing key {key!r} (has {sorted(q)})")
     t0 = time.perf_counter()
     parser = get_parser(config.parser)
     codec = _Codec(tokenizer, parser.stop_tags)
@@ -186,18 +180,8 @@ def run_rollouts(*, backend: GenerationBackend, tokenizer: Any, tools: Mapping[s
     base_seed = config.seed if seed is None else seed
     reserve = 1 + len(codec.newline)  # room to close the last assistant turn
 
-    states: list[_State] = []
-    for q in questions:
-        messages = P.initial_messages(str(q["question"]), system)
-        prompt = P.render(tokenizer, messages, schemas, add_generation_prompt=True)
-        if len(prompt) + reserve >= config.max_total_tokens:
-            raise ValueError(f"question {q['id']!r}: the prompt has {len(prompt)} tokens, no room "
-                             f"under rollout max_total_tokens={config.max_total_tokens}")
-        for g in range(group_size):
-            s = _State(question_id=str(q["id"]), sample_idx=g, token_ids=[], messages=list(messages),
-                       prompt_len=len(prompt))
-            s.extend(prompt, sampled=False)
-            states.append(s)
+    states = _initial_states(tokenizer, questions, group_size, system, schemas,
+                             max_total_tokens=config.max_total_tokens, reserve=reserve)
 
     bar = None
     if progress:
@@ -229,21 +213,10 @@ def run_rollouts(*, backend: GenerationBackend, tokenizer: Any, tools: Mapping[s
                 else:
                     pending.append((s, parsed))
         _run_tools(pending, tools, config, codec)
-        still = []
-        for s in live:
-            if s.finish_reason is None:
-                still.append(s)
-                continue
-            if s.finish_reason != "max_tokens":
-                _close_assistant_turn(s, codec)
-            if bar is not None:
-                bar.update(1)
-        live = still
+        live = _retire_finished(live, codec, bar)
     for s in live:  # only reachable when max_turns rounds ran with tool calls pending
         s.finish_reason = s.finish_reason or "max_turns"
-        _close_assistant_turn(s, codec)
-        if bar is not None:
-            bar.update(1)
+    _retire_finished(live, codec, bar)
     if bar is not None:
         bar.close()
     if hasattr(backend, "forget"):
@@ -255,6 +228,46 @@ def run_rollouts(*, backend: GenerationBackend, tokenizer: Any, tools: Mapping[s
     if on_metrics is not None:
         on_metrics(rollout_stats(trajectories, elapsed_s=elapsed), 0)
     return trajectories
+
+
+def _initial_states(tokenizer: Any, questions: Sequence[Mapping[str, Any]], group_size: int,
+                    system: str, schemas: Any, *, max_total_tokens: int,
+                    reserve: int) -> list[_State]:
+    """``group_size`` fresh episodes per question, each holding its rendered prompt."""
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    for i, q in enumerate(questions):
+        for key in ("id", "question"):
+            if key not in q:
+                raise KeyError(f"questions[{i}]: missing key {key!r} (has {sorted(q)})")
+    states: list[_State] = []
+    for q in questions:
+        messages = P.initial_messages(str(q["question"]), system)
+        prompt = P.render(tokenizer, messages, schemas, add_generation_prompt=True)
+        if len(prompt) + reserve >= max_total_tokens:
+            raise ValueError(f"question {q['id']!r}: the prompt has {len(prompt)} tokens, no room "
+                             f"under rollout max_total_tokens={max_total_tokens}")
+        for g in range(group_size):
+            s = _State(question_id=str(q["id"]), sample_idx=g, token_ids=[], messages=list(messages),
+                       prompt_len=len(prompt))
+            s.extend(prompt, sampled=False)
+            states.append(s)
+    return states
+
+
+def _retire_finished(live: list[_State], codec: _Codec, bar: Any) -> list[_State]:
+    """Close the assistant turn of every finished episode (a cut-off one stays as it was cut);
+    return those still running."""
+    still = []
+    for s in live:
+        if s.finish_reason is None:
+            still.append(s)
+            continue
+        if s.finish_reason != "max_tokens":
+            _close_assistant_turn(s, codec)
+        if bar is not None:
+            bar.update(1)
+    return still
 
 
 def _record_turn(s: _State, out: GenOut, budget: int, config: RolloutConfig, codec: _Codec,
