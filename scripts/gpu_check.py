@@ -346,7 +346,6 @@ def section_world(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     from tirl.core.data.gold import answer_coverage, searched_gold_trajectories
     from tirl.core.modeling.factory import SCRATCH, ModelConfig, ModelInitConfig, make_base_model
     from tirl.core.records import records
-    from tirl.core.tools.search import build_search_tool
     from tirl.core.world.config import WorldConfig
     from tirl.core.world.generator import generate_world
 
@@ -376,8 +375,8 @@ def section_world(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     timings["base_model_s"] = time.perf_counter() - t
 
     by_split = chats_by_split(gold, world.questions)
-    search = build_search_tool(world.corpus, kind="bm25", top_k=3, max_passage_tokens=96,
-                               tokenizer=tokenizer)
+    # The rollouts search as every stage does: the default agent environment.
+    search = AgentConfig().search_tool(world.corpus, tokenizer=tokenizer)
     ctx.update(world=world, chats={s: by_split.get(s, []) for s in splits},
                passages=passage_texts(world.corpus), tokenizer=tokenizer, model=model,
                search=search, records=records(world.questions))
@@ -740,8 +739,8 @@ def section_pretrained(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     from tirl.core.agent.hf_backend import HFBackend
     from tirl.core.agent.rollout import rollout_stats, run_rollouts
     from tirl.core.modeling.factory import ensure_protocol_tokens, load_model
+    from tirl.core.agent.env import AgentConfig
     from tirl.core.rewards.prs import RewardConfig, build_reward_fn
-    from tirl.core.tools.search import build_search_tool
 
     args, device = ctx["args"], ctx["device"]
     world = need(ctx, "world", "world")
@@ -772,8 +771,7 @@ def section_pretrained(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     n_params = sum(p.numel() for p in model.parameters())
     say(f"pretrained: loaded {path} ({n_params / 1e6:.0f}M params, {dtype}) in {load_s:.1f}s; "
         f"added tags {added}")
-    tools = {"search": build_search_tool(world.corpus, kind="bm25", top_k=3, max_passage_tokens=96,
-                                         tokenizer=tokenizer)}
+    tools = AgentConfig().tools(world.corpus, tokenizer)  # the default agent environment
     val = [r for r in ctx["records"] if r["split"] == "val" and r["task"] == "short"]
     b, g = (2, 2) if args.tiny else (args.pretrained_b, 2)
     questions = val[:b]
