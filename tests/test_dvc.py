@@ -50,8 +50,9 @@ ENTRY_FILES = {"rl": ["src/tirl/experiments.py"], "evaluation": ["src/tirl/exper
                "evaluation_sft_only": ["src/tirl/experiments.py"]}
 # Imported but unable to change a stage's outputs: MLflow logging, the redaction of what it
 # logs and where keys come from (a key decides whether a judge call is allowed, never its
-# verdict), and empty __init__.py files (see not_a_dep).
-NOT_DEPS = {"src/tirl/tracking.py", "src/tirl/core/secrets.py"}
+# verdict), progress reports (terminal bars or log lines), and empty __init__.py files (see
+# not_a_dep).
+NOT_DEPS = {"src/tirl/tracking.py", "src/tirl/core/secrets.py", "src/tirl/core/progress.py"}
 # Stage -> modules it runs only to *measure* its outputs, deliberately not deps: the pretrain
 # stage probes the base it built (for the model card), and a change to the evaluation code
 # must not make hours of pretraining stale. The card records the probe at build time;

@@ -54,8 +54,21 @@ def project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def compared(project: Path) -> Path:
-    _kedro(project, "--pipelines=compare")
+    proc = _kedro(project, "--pipelines=compare")
+    (project / "compare.log").write_text(proc.stdout + proc.stderr)
     return project
+
+
+def test_a_run_logged_to_a_file_reads_line_by_line_and_names_its_results(compared: Path):
+    # The output is captured, so neither stream is a terminal: no bar redraws, no wrapped
+    # records, and a last word that names the report and the MLflow run.
+    log = (compared / "compare.log").read_text()
+    assert "\r" not in log
+    tail = log[log.index("Run finished. Results:"):]
+    assert "data/08_reporting/compare/comparison.md" in tail.splitlines()[1]
+    run_id = next(line for line in tail.splitlines() if "MLflow run" in line).split("MLflow run ")[1][:32]
+    assert any(r.info.run_id == run_id for r in _runs(compared))
+    assert "tirl.progress: rl:" in log  # RL progress as log lines
 
 
 def _runs(project: Path):

@@ -6,7 +6,9 @@ kedro-mlflow registers itself through its entry point and owns the MLflow run of
 :class:`tirl.hooks.SecretsHook` keeps keys out of the parameters (they come from Kedro's
 credentials) and :class:`tirl.hooks.RunStatusHook` marks a run killed by a signal KILLED.
 :class:`tirl.config_hook.ParamsCheckHook` checks every parameter the run reads before it starts;
-:class:`tirl.publish_hook.OutputSetHook` publishes each node's outputs as one set.
+:class:`tirl.publish_hook.OutputSetHook` publishes each node's outputs as one set;
+:class:`tirl.run_log.RunLogHook` writes plain log lines off a terminal and ends a run with a
+summary naming its results and its MLflow run.
 """
 
 from kedro.config import OmegaConfigLoader
@@ -14,9 +16,10 @@ from kedro.config import OmegaConfigLoader
 from tirl.config_hook import ParamsCheckHook
 from tirl.hooks import NodeResourcesHook, RunStatusHook, RunTagsHook, SecretsHook
 from tirl.publish_hook import OutputSetHook
+from tirl.run_log import RunLogHook
 
 HOOKS = (SecretsHook(), ParamsCheckHook(), OutputSetHook(), RunTagsHook(), NodeResourcesHook(),
-         RunStatusHook())
+         RunStatusHook(), RunLogHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

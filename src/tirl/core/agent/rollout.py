@@ -30,6 +30,7 @@ from tirl.core.agent import protocol as P
 from tirl.core.agent.generation import GenerationBackend, GenOut
 from tirl.core.agent.parsers import get_parser
 from tirl.core.config import field_
+from tirl.core.progress import progress as progress_bar
 from tirl.core.tools.base import call_tools_batch, tool_schemas
 from tirl.core.types import FINISH_REASONS, Message, ParsedTurn, Tool, Trajectory, valid_utf8
 
@@ -183,11 +184,7 @@ def run_rollouts(*, backend: GenerationBackend, tokenizer: Any, tools: Mapping[s
     states = _initial_states(tokenizer, questions, group_size, system, schemas,
                              max_total_tokens=config.max_total_tokens, reserve=reserve)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(states), desc="rollout", unit="traj")
+    bar = progress_bar(total=len(states), desc="rollout", unit="traj") if progress else None
     live = list(states)
     generated = 0
     # Backends that can keep a row's KV between turns get a stable id per trajectory.

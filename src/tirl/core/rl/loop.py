@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from tirl.core.progress import progress
 from tirl.core.rl.batch import group_trajectories
 from tirl.core.rl.config import TrainConfig
 from tirl.core.rl.critic import make_critic
@@ -122,8 +122,8 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
     else:
         run.rollout_fn = rollout_fn
     run.pad_id = getattr(tokenizer, "pad_token_id", None) or 0
-    bar = tqdm(total=config.steps, initial=state.step, desc=f"rl:{config.algorithm}",
-               disable=not run.acc.is_main_process, dynamic_ncols=True)
+    bar = progress(total=config.steps, initial=state.step, desc=f"rl:{config.algorithm}",
+                   unit="step", disable=not run.acc.is_main_process)
     if state.step == 0 and validate is not None and config.val_every:
         # The starting point (the SFT level): a history row of its own with step -1. In
         # MLflow, val/* metrics are logged at the number of updates done (0 here).

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from tirl.core.agent.protocol import render_text
 from tirl.core.modeling.prefix import lm_loss
+from tirl.core.progress import progress
 from tirl.core.sft.config import SCHEDULES, SFTConfig
 from tirl.core.sft.examples import IGNORE_INDEX, build_sft_examples, collate, pack_texts, sft_batches
 from tirl.core.sft.probe import probe_generation
@@ -128,7 +128,8 @@ def _run_phase(*, model: torch.nn.Module, accelerator: Any, batches: Iterator[di
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     history = []
-    bar = tqdm(total=steps, desc=desc, disable=not config.progress_bar or not accelerator.is_main_process)
+    bar = progress(total=steps, desc=desc, unit="step",
+                   disable=not config.progress_bar or not accelerator.is_main_process)
     for step in range(steps):
         t0 = time.perf_counter()
         scale = lr_at(step, total=steps, warmup=config.warmup_steps, schedule=config.schedule,
