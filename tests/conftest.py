@@ -129,8 +129,14 @@ def _isolated_mlflow(tmp_path_factory):
     """Tests never write to the project's MLflow store: saving through an
     ``MlflowArtifactDataset`` outside a run makes MLflow start one on its own."""
     import mlflow
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    # Creating the store here gives its Default experiment an artifact folder in the temp dir;
+    # made by a client instead, it would be ./mlruns/0 of the working directory (the
+    # project), where runs that tests start implicitly would leave folders with no DB row.
+    SqlAlchemyStore(uri, str(root / "artifacts"))
     patch = pytest.MonkeyPatch()
     patch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
