@@ -138,3 +138,18 @@ def test_a_finished_or_failed_pipeline_is_left_to_kedro_mlflow(store, default_si
             assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
             hook._on_exit()  # nothing to do: the pipeline ended through Kedro
             assert _status(run.info.run_id) == "RUNNING"
+
+
+def test_runner_tag_is_a_class_name_and_the_command_is_the_one_typed():
+    from kedro.runner import SequentialRunner
+
+    from tirl.hooks import command_line, runner_name
+
+    assert runner_name("<kedro.runner.sequential_runner.SequentialRunner object at 0x7f2f0a>") \
+        == "SequentialRunner"
+    assert runner_name(SequentialRunner()) == runner_name(SequentialRunner) == "SequentialRunner"
+    assert runner_name(None) == "unknown"
+    argv = ["/work/main/.venv/bin/kedro", "run", "--env=test", "--params",
+            "rl.train.lr=1e-4,rl.train.steps=3"]
+    assert command_line(argv) == "kedro run --env=test --params rl.train.lr=1e-4,rl.train.steps=3"
+    assert command_line(["kedro", "run", "--params", "a=b c"]) == "kedro run --params 'a=b c'"

@@ -1,8 +1,8 @@
 """Project hooks on the MLflow run that kedro-mlflow opens.
 
 - :class:`RunTagsHook`: every run is tagged with the git commit (and whether the tree was
-  dirty), the hash of ``dvc.lock`` and the pipeline name, so a number in the MLflow UI can be
-  traced back to the exact code and data that produced it.
+  dirty), the hash of ``dvc.lock``, the pipeline name and the command as typed, so a number
+  in the MLflow UI can be traced back to the exact code, data and command that produced it.
 - :class:`NodeResourcesHook`: every node's wall time and the process's peak memory after it,
   so the node that sets a run's memory peak can be read off the run.
 - :class:`SecretsHook`: a key in the parameters stops the run before anything is logged;
@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -78,7 +79,30 @@ class RunTagsHook:
         names = run_params.get("pipeline_names") or [run_params.get("pipeline_name")]
         tags["pipeline"] = ",".join(n for n in names if n) or "__default__"
         tags["kedro_env"] = run_params.get("env") or "local"
+        # kedro-mlflow tags the runner with its object repr and rebuilds the command from a
+        # few run_params (no --env, no --params): the class name and the command as typed.
+        tags["runner"] = runner_name(run_params.get("runner"))
+        tags["kedro_command"] = command_line(sys.argv)
         tracking.set_tags(tags)
+
+
+def runner_name(runner: Any) -> str:
+    """``SequentialRunner`` for a runner, its class or its repr ``<kedro...SequentialRunner
+    object at 0x...>``."""
+    if runner is None:
+        return "unknown"
+    if not isinstance(runner, str):
+        return runner.__name__ if isinstance(runner, type) else type(runner).__name__
+    match = re.search(r"([A-Za-z_][A-Za-z0-9_]*) object at 0x", runner)
+    return match.group(1) if match else runner.rsplit(".", 1)[-1]
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as typed, with the program as its base name (``kedro run --env=test
+    --params ...``); values that hold keys are redacted by :func:`tracking.set_tags`."""
+    if not argv:
+        return "unknown"
+    return shlex.join([Path(argv[0]).name, *argv[1:]])
 
 
 def peak_rss_mb() -> float:
