@@ -66,7 +66,8 @@ def test_gguf_path_becomes_a_cached_hf_model_with_the_protocol(tiny_gguf, tiny_t
     x = torch.tensor([[i for i in ids if i < plain.config.vocab_size]])  # the tags are model_init's
     out = plain.generate(x, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert out.shape == (1, x.shape[1] + 4)
-    assert plain_tok.convert_tokens_to_ids(P.IM_END) in plain.generation_config.eos_token_id
+    assert set(plain.generation_config.eos_token_id) == set(
+        plain_tok.convert_tokens_to_ids([P.IM_END, P.ENDOFTEXT]))
 
 
 @pytest.mark.parametrize("f16", [False, True], ids=["f32", "f16"])
@@ -160,6 +161,9 @@ def test_smollm2_alias_answers_a_capital_question(tmp_path_factory):
     model, tok = make_base_model(ModelInitConfig(model="smollm2-135m-instruct",
                                                  gguf_cache_dir=str(cache)))
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
+    # Both turn ends stop generation (SmolLM2's unk token is <|endoftext|>: not dropped).
+    stops = set(tok.convert_tokens_to_ids([P.IM_END, P.ENDOFTEXT]))
+    assert set(model.generation_config.eos_token_id) == stops and len(stops) == 2
     ids = P.render(tok, [{"role": "user", "content": "What is the capital of France?"}],
                    add_generation_prompt=True)
     out = model.eval().generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)

@@ -7,10 +7,11 @@ root and then loaded like any local HF model. transformers reads GGUF itself
 refuses ``save_pretrained`` and dequantising takes tens of seconds, so we do it once: dequantise
 to float32, rebuild a plain model from the config, load the weights, save.
 
-The cache directory is ``<cache_root>/<stem>-<sha256[:12]>``: a changed file gets a new
-directory, never a stale one. It is written to a hidden staging sibling and renamed into place,
-so a directory that exists is complete; a kill mid-conversion leaves only the staging
-directory, removed by the next conversion of that file.
+The cache directory is ``<cache_root>/<stem>-<sha256[:12]>`` (of the file and
+:data:`CONVERSION_VERSION`): a changed file or converter gets a new directory, never a stale
+one. It is written to a hidden staging sibling and renamed into place, so a directory that
+exists is complete; a kill mid-conversion leaves only the staging directory, removed by the
+next conversion of that file.
 """
 
 from __future__ import annotations
@@ -70,10 +71,17 @@ def resolve_gguf(spec: str) -> Path:
     return path
 
 
+#: Bumped when :func:`convert_gguf` writes something different, so old caches are not reused.
+CONVERSION_VERSION = 1
+
+
 def cache_dir_for(path: Path, cache_root: Path) -> Path:
-    """``<cache_root>/<stem>-<sha256[:12]>``: one directory per file content."""
+    """``<cache_root>/<stem>-<sha256[:12]>``: one directory per file content (and
+    :data:`CONVERSION_VERSION`)."""
     with Path(path).open("rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        digest = hashlib.file_digest(fh, "sha256")
+    digest.update(f"tirl-gguf-conversion-{CONVERSION_VERSION}".encode())
+    digest = digest.hexdigest()
     return Path(cache_root) / f"{Path(path).stem}-{digest[:12]}"
 
 
@@ -134,8 +142,6 @@ def _adopt_token_choices(tokenizer: Any, model: Any) -> None:
     ``<|endoftext|>`` when the vocabulary has it, left padding, both turn ends as stop tokens."""
     from transformers import GenerationConfig
 
-    from tirl.core.modeling.factory import _stop_ids
-
     vocab = tokenizer.get_vocab()
     missing = [t for t in (IM_START, IM_END) if t not in vocab]
     if missing:
@@ -147,7 +153,9 @@ def _adopt_token_choices(tokenizer: Any, model: Any) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     tokenizer.model_max_length = model.config.max_position_embeddings
-    stops = _stop_ids(tokenizer)
+    # By vocabulary, not convert_tokens_to_ids: SmolLM2's unk token is <|endoftext|>, which
+    # the factory's unk guard would drop from the stops.
+    stops = list(dict.fromkeys(vocab[t] for t in (IM_END, ENDOFTEXT, tokenizer.eos_token) if t in vocab))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config = GenerationConfig(
         eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
