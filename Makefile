@@ -7,10 +7,14 @@ export TOKENIZERS_PARALLELISM := false
 VENV := .venv/bin
 PIPELINE ?= vspo_prs
 
-.PHONY: install run test test-slow test-all mlflow-ui repro study
+.PHONY: install install-smol run test test-slow test-all mlflow-ui repro study
 
 install:
 	@bash scripts/bootstrap.sh
+
+# install + the smol extra: GGUF reading and the SmolLM2-135M-Instruct weights (docs/development.md)
+install-smol:
+	@TIRL_EXTRAS=smol bash scripts/bootstrap.sh
 
 run: install
 	$(VENV)/kedro run --pipelines=$(PIPELINE)

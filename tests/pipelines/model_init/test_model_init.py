@@ -56,6 +56,17 @@ def test_pretrained_path_loads_from_disk(tables, tiny_model_dir):
     assert out["tokenizer"].eos_token == P.IM_END
 
 
+def test_gguf_path_goes_through_the_node(tables, tiny_tokenizer, tmp_path):
+    pytest.importorskip("gguf", reason="the gguf package (smol extra) writes GGUF files")
+    from gguf_writer import write_tiny_gguf
+
+    path = tmp_path / "tiny.gguf"
+    write_tiny_gguf(path, tiny_tokenizer, n_vocab=len(tiny_tokenizer) - len(P.PROTOCOL_TAGS))
+    out = init_model(*tables, {"model": str(path), "gguf_cache_dir": str(tmp_path / "cache")})
+    assert out["model"].config.hidden_size == 32 and out["tokenizer"].chat_template == P.CHAT_TEMPLATE
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
 def test_builtin_loads_the_committed_base_directory(tables, tiny_model_dir):
     out = init_model(*tables, {"model": "builtin", "builtin_dir": str(tiny_model_dir)})
     assert out["model"].config.hidden_size == 64 and out["tokenizer"].eos_token == P.IM_END

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tirl.core.agent.protocol import CHAT_TEMPLATE, ENDOFTEXT, IM_END, PROTOCOL_TAGS, SPECIAL_TOKENS
@@ -198,8 +199,10 @@ class ModelInitConfig:
 
     model: str = field_(BUILTIN, doc="'builtin' (the committed base pretrained on fresh worlds, "
                                      "builtin_dir), 'scratch' (train a tokenizer on the benchmark "
-                                     "world and build an untrained model: tests and CI), or a local "
-                                     "path / HF hub id of a pretrained causal LM")
+                                     "world and build an untrained model: tests and CI), a GGUF "
+                                     "checkpoint (a .gguf path, or an alias such as "
+                                     "'smollm2-135m-instruct': tirl.core.modeling.gguf), or a "
+                                     "local path / HF hub id of a pretrained causal LM")
     builtin_dir: str = field_("models/builtin", doc="builtin: the committed base's directory "
                                                     "(written by the pretrain stage)")
     vocab_size: int = field_(8000, doc="scratch: BPE vocabulary size", ge=300)
@@ -209,6 +212,8 @@ class ModelInitConfig:
     allow_download: bool = field_(False, doc="pretrained: let transformers fetch from the hub")
     trust_remote_code: bool = field_(False, doc="pretrained: run code shipped with the model")
     add_protocol_tokens: bool = field_(True, doc="pretrained: add missing protocol tags as tokens")
+    gguf_cache_dir: str = field_("data/06_models/hf_cache", doc="GGUF: where a GGUF checkpoint's "
+                                                                "converted HF directory is cached")
 
 
 def render_chats_as_text(chats: Iterable[list[dict[str, str]]],
@@ -228,7 +233,10 @@ def render_chats_as_text(chats: Iterable[list[dict[str, str]]],
 
 def make_base_model(config: ModelInitConfig, texts: Iterable[str] = ()) -> tuple[Any, Any]:
     """``(model, tokenizer)`` per ``config``: scratch trains on ``texts``; builtin loads the
-    committed base; anything else is loaded as a path or hub id."""
+    committed base; a GGUF checkpoint is converted once (cached) and then loaded as a path;
+    anything else is loaded as a path or hub id."""
+    from tirl.core.modeling import gguf
+
     if config.model == SCRATCH:
         texts = list(texts)
         if not texts:
@@ -238,17 +246,21 @@ def make_base_model(config: ModelInitConfig, texts: Iterable[str] = ()) -> tuple
                                     model_max_length=config.architecture.max_len)
         return build_model(tokenizer, config.architecture), tokenizer
     if config.model == BUILTIN:
-        from pathlib import Path
-
         if not (Path(config.builtin_dir) / "config.json").is_file():
             raise FileNotFoundError(
                 f"model_init.builtin_dir: no model at {config.builtin_dir!r} (expected config.json). "
                 "The built-in base is committed there; rebuild it with `dvc repro pretrain`, or "
                 "set model_init.model: scratch for an untrained model")
         return load_model(config.builtin_dir, dtype=config.dtype)
-    model, tokenizer = load_model(config.model, dtype=config.dtype,
-                                  allow_download=config.allow_download,
-                                  trust_remote_code=config.trust_remote_code)
+    if gguf.is_gguf_spec(config.model):
+        local = gguf.gguf_to_hf(gguf.resolve_gguf(config.model), Path(config.gguf_cache_dir))
+        model, tokenizer = load_model(str(local), dtype=config.dtype)
+        # A GGUF's own template (SmolLM2's) knows no tools: the agent speaks the project's.
+        tokenizer.chat_template = CHAT_TEMPLATE
+    else:
+        model, tokenizer = load_model(config.model, dtype=config.dtype,
+                                      allow_download=config.allow_download,
+                                      trust_remote_code=config.trust_remote_code)
     if config.add_protocol_tokens:
         ensure_protocol_tokens(tokenizer, model)
     return model, tokenizer
