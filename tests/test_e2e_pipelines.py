@@ -180,29 +180,49 @@ def test_compare_mlflow_structure(compared: Path):
             assert child.data.params["train.algorithm"] == VARIANTS[child.info.run_name]["algorithm"]
 
 
-def test_direct_inference_evaluates_the_model_init_model(compared: Path):
-    """direct_inference's rows are those of model_init's model (data/06_models/base),
-    evaluated again here with the same parameters, and not those of the SFT model."""
+def test_direct_inference_evaluates_the_model_init_model(compared: Path, tmp_path: Path):
+    """direct_inference evaluates what model_init wrote (data/06_models/base), not the SFT
+    model. conf/test's tied tiny models, base and SFT alike, only repeat the newline they are
+    prompted with, so the base is swapped for one with an output head of its own (it writes
+    visible tokens) and the row is rerun with its DVC stage's command: its sample and rows are
+    that model's, evaluated again here with the same parameters, and not the SFT model's."""
+    import torch
     from kedro.config import OmegaConfigLoader
 
     from tirl.datasets.hf_model import HFModelDataset
     from tirl.pipelines.evaluation.nodes import evaluate_model
 
-    params = OmegaConfigLoader(str(compared / "conf"), base_env="base", default_run_env="test",
-                               merge_strategy={"parameters": "soft"})["parameters"]
     data = compared / "data"
-    base = HFModelDataset(path=str(data / "06_models/base")).load()
-    rows, *_ = evaluate_model(base, pd.read_parquet(data / "03_primary/questions.parquet"),
-                              pd.read_parquet(data / "03_primary/corpus.parquet"),
-                              params["evaluation"], params["agent"])
-    evaluated = data / "07_model_output/evaluation"
+    evaluated, reported = data / "07_model_output/evaluation", data / "08_reporting/evaluation"
+    assert set(pd.read_csv(evaluated / f"{DIRECT_INFERENCE}/seed0/rows.csv")["question_id"]) == \
+        set(pd.read_csv(evaluated / f"{SFT_ONLY}/seed0/rows.csv")["question_id"])
+    base_dir = data / "06_models/base"
+    shutil.copytree(base_dir, tmp_path / "base")
+    try:
+        base = HFModelDataset(path=str(base_dir)).load()
+        base["model"].config.tie_word_embeddings = False
+        head = torch.randn(base["model"].lm_head.weight.shape,
+                           generator=torch.Generator().manual_seed(1))
+        base["model"].lm_head.weight = torch.nn.Parameter(head)
+        HFModelDataset(path=str(base_dir)).save(base)
+        _kedro(compared, f"--pipelines={DIRECT_INFERENCE}",
+               f"--nodes={DIRECT_INFERENCE}.seed0.evaluate")
+        params = OmegaConfigLoader(str(compared / "conf"), base_env="base",
+                                   default_run_env="test",
+                                   merge_strategy={"parameters": "soft"})["parameters"]
+        rows, _, sample, _ = evaluate_model(
+            HFModelDataset(path=str(base_dir)).load(),
+            pd.read_parquet(data / "03_primary/questions.parquet"),
+            pd.read_parquet(data / "03_primary/corpus.parquet"),
+            params["evaluation"], params["agent"])
+    finally:  # the later tests run on compare's own base
+        shutil.rmtree(base_dir)
+        shutil.copytree(tmp_path / "base", base_dir)
     direct = pd.read_csv(evaluated / f"{DIRECT_INFERENCE}/seed0/rows.csv")
-    sft = pd.read_csv(evaluated / f"{SFT_ONLY}/seed0/rows.csv")
-    # what each greedy rollout did: its length, turns, searches and how it ended
     trace = ["question_id", "tokens", "turns", "tool_calls", "finish_reason", "exact_match"]
-    assert len(direct) == len(rows) > 0
     pd.testing.assert_frame_equal(direct[trace], rows[trace], check_dtype=False)
-    assert not direct[trace].equals(sft[trace])
+    assert (reported / f"{DIRECT_INFERENCE}/seed0/sample.md").read_text() == sample
+    assert (reported / f"{SFT_ONLY}/seed0/sample.md").read_text() != sample
 
 
 @pytest.mark.parametrize("stage", ["inspect_rollouts", "inspect_rewards", "evaluation", "report", "sft_only"])
