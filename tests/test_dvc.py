@@ -44,10 +44,12 @@ ENTRY_MODULES = {
     "rl": ["tirl.pipelines.rl.nodes", "tirl.variants"],
     "evaluation": ["tirl.pipelines.evaluation.nodes", "tirl.variants"],
     "evaluation_sft_only": ["tirl.pipelines.evaluation.nodes", "tirl.variants"],
+    "evaluation_direct_inference": ["tirl.pipelines.evaluation.nodes", "tirl.variants"],
     "report": ["tirl.pipelines.report.pipeline"],
 }
 ENTRY_FILES = {"rl": ["src/tirl/experiments.py"], "evaluation": ["src/tirl/experiments.py"],
-               "evaluation_sft_only": ["src/tirl/experiments.py"]}
+               "evaluation_sft_only": ["src/tirl/experiments.py"],
+               "evaluation_direct_inference": ["src/tirl/experiments.py"]}
 # Imported but unable to change a stage's outputs: MLflow logging, the redaction of what it
 # logs and where keys come from (a key decides whether a judge call is allowed, never its
 # verdict), progress reports (terminal bars or log lines), and empty __init__.py files (see
@@ -281,7 +283,8 @@ def lookup(mapping: Any, dotted: str) -> bool:
 # --------------------------------------------------------------------------- structure
 
 def test_dvc_yaml_parses_with_every_stage(stages: dict[str, dict[str, Any]]) -> None:
-    assert {"data_prep", "model_init", "sft", "evaluation_sft_only", "report"} <= set(stages)
+    assert {"data_prep", "model_init", "sft", "evaluation_sft_only", "evaluation_direct_inference",
+            "report"} <= set(stages)
     assert {kind(s) for s in stages} == set(ENTRY_MODULES), sorted(stages)
 
 
@@ -302,6 +305,8 @@ def test_matrix_stages_cover_every_variant_and_seed(stages: dict[str, dict[str, 
         assert {s for s in stages if s.startswith(prefix + "@")} == \
             {f"{prefix}@{v}-{k}" for v in VARIANTS for k in seeds}
     assert f"sft_only.seed{seeds[0]}.evaluate" in stages["evaluation_sft_only"]["cmd"]
+    assert f"direct_inference.seed{seeds[0]}.evaluate" in \
+        stages["evaluation_direct_inference"]["cmd"]
 
 
 # --------------------------------------------------------------------------- per stage
@@ -406,7 +411,9 @@ def test_dag_orders_the_chain() -> None:
     for edge in ('"data_prep" -> "model_init"', '"model_init" -> "sft"',
                  '"sft" -> "rl@vspo_prs-0"', '"rl@vspo_prs-0" -> "evaluation@vspo_prs-0"',
                  '"sft" -> "evaluation_sft_only"', '"evaluation@cispo_prs-0" -> "report"',
-                 '"evaluation_sft_only" -> "report"', '"rl@grpo_binary-0" -> "report"'):
+                 '"evaluation_sft_only" -> "report"', '"rl@grpo_binary-0" -> "report"',
+                 '"model_init" -> "evaluation_direct_inference"',
+                 '"evaluation_direct_inference" -> "report"'):
         assert edge in dot, f"missing edge {edge}"
 
 

@@ -19,7 +19,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tirl.variants import ABLATION, SFT_ONLY, VARIANTS
+from tirl.variants import ABLATION, AS_IS, DIRECT_INFERENCE, SFT_ONLY, VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 KEDRO = str(Path(sys.executable).with_name("kedro"))
@@ -83,7 +83,7 @@ def test_registry_lists_every_pipeline():
     from tirl.pipeline_registry import STAGES, register_pipelines
 
     pipelines = register_pipelines()
-    expected = {*STAGES, *VARIANTS, SFT_ONLY, "compare", "vspo_ablation", "__default__"}
+    expected = {*STAGES, *VARIANTS, *AS_IS, "compare", "vspo_ablation", "__default__"}
     assert set(pipelines) == expected
     assert pipelines["__default__"] is pipelines["vspo_prs"]
     # the default chain is the whole method: data prep -> SFT -> RL -> evaluation
@@ -94,6 +94,14 @@ def test_registry_lists_every_pipeline():
     compare = [n.name for n in pipelines["compare"].nodes]
     assert compare.count("run_sft") == 1 and len(compare) == len(set(compare))
     assert {f"{v}.seed0.rl" for v in VARIANTS} <= set(compare)
+    # the as-is rows: direct inference reads model_init's model, sft_only the SFT one
+    by_name = {n.name: n for n in pipelines["compare"].nodes}
+    assert by_name[f"{DIRECT_INFERENCE}.seed0.evaluate"].inputs[0] == "base_model"
+    assert by_name[f"{SFT_ONLY}.seed0.evaluate"].inputs[0] == "sft_model"
+    # the direct_inference chain alone never trains
+    assert {n.name for n in pipelines[DIRECT_INFERENCE].nodes} >= {"init_model",
+                                                                 "direct_inference.seed0.evaluate"}
+    assert "run_sft" not in {n.name for n in pipelines[DIRECT_INFERENCE].nodes}
     assert {f"{v}.seed0.rl" for v in ABLATION} <= \
         {n.name for n in pipelines["vspo_ablation"].nodes}
 
@@ -131,14 +139,17 @@ def test_compare_writes_the_report(compared: Path):
                  "zero_advantage.png", "eval_bars.png", "gains.csv"):
         assert (report / name).stat().st_size > 0, name
     table = pd.read_csv(report / "comparison.csv")
-    assert set(table["variant"]) == {SFT_ONLY, *VARIANTS}
+    assert set(table["variant"]) == {*AS_IS, *VARIANTS}
+    # the paper's Table 2 order: direct inference, SFT, then the RL variants
+    assert list(dict.fromkeys(table["variant"]))[:3] == [DIRECT_INFERENCE, SFT_ONLY, "vspo_prs"]
     assert {"single_hop", "multi_hop", "out_of_domain", "long_description",
             "long_multi_question", "all"} <= set(table.columns)
     md = (report / "comparison.md").read_text()
-    assert "| vspo_prs |" in md and "± " in md
-    assert "**Gain over the baseline**" in md
-    gains = pd.read_csv(report / "gains.csv")  # every variant, paired against sft_only
-    assert set(gains["variant"]) == set(VARIANTS) and "all" in set(gains["benchmark"])
+    assert "| vspo_prs |" in md and "| direct_inference |" in md and "± " in md
+    assert "**Gain over `sft_only`**" in md
+    gains = pd.read_csv(report / "gains.csv")  # every other run, paired against sft_only
+    assert set(gains["variant"]) == {DIRECT_INFERENCE, *VARIANTS}
+    assert "all" in set(gains["benchmark"])
     assert (gains["ci_low"] <= gains["gain"] + 1e-12).all()
     for variant in VARIANTS:
         hist = pd.read_csv(compared / f"data/07_model_output/rl/{variant}/seed0/history.csv")
@@ -164,7 +175,7 @@ def test_compare_mlflow_structure(compared: Path):
     report_files = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert "report/comparison.md" in report_files and "report/reward_curves.png" in report_files
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert {r.info.run_name for r in children} == {SFT_ONLY, *VARIANTS}
+    assert {r.info.run_name for r in children} == {*AS_IS, *VARIANTS}
     metric_names = None
     for child in children:
         assert child.data.tags["variant"] == child.info.run_name
@@ -176,10 +187,55 @@ def test_compare_mlflow_structure(compared: Path):
         assert evals == metric_names
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"eval_summary.csv", "eval_sample.md"} <= artifacts
-        if child.info.run_name != SFT_ONLY:
+        if child.info.run_name not in AS_IS:
             assert "rl_history.csv" in artifacts
             assert client.get_metric_history(child.info.run_id, "rl/reward/mean")
             assert child.data.params["train.algorithm"] == VARIANTS[child.info.run_name]["algorithm"]
+
+
+def test_direct_inference_evaluates_the_model_init_model(compared: Path, tmp_path: Path):
+    """direct_inference evaluates what model_init wrote (data/06_models/base), not the SFT
+    model. conf/test's tied tiny models, base and SFT alike, only repeat the newline they are
+    prompted with, so the base is swapped for one with an output head of its own (it writes
+    visible tokens) and the row is rerun with its DVC stage's command: its sample and rows are
+    that model's, evaluated again here with the same parameters, and not the SFT model's."""
+    import torch
+    from kedro.config import OmegaConfigLoader
+
+    from tirl.datasets.hf_model import HFModelDataset
+    from tirl.pipelines.evaluation.nodes import evaluate_model
+
+    data = compared / "data"
+    evaluated, reported = data / "07_model_output/evaluation", data / "08_reporting/evaluation"
+    assert set(pd.read_csv(evaluated / f"{DIRECT_INFERENCE}/seed0/rows.csv")["question_id"]) == \
+        set(pd.read_csv(evaluated / f"{SFT_ONLY}/seed0/rows.csv")["question_id"])
+    base_dir = data / "06_models/base"
+    shutil.copytree(base_dir, tmp_path / "base")
+    try:
+        base = HFModelDataset(path=str(base_dir)).load()
+        base["model"].config.tie_word_embeddings = False
+        head = torch.randn(base["model"].lm_head.weight.shape,
+                           generator=torch.Generator().manual_seed(1))
+        base["model"].lm_head.weight = torch.nn.Parameter(head)
+        HFModelDataset(path=str(base_dir)).save(base)
+        _kedro(compared, f"--pipelines={DIRECT_INFERENCE}",
+               f"--nodes={DIRECT_INFERENCE}.seed0.evaluate")
+        params = OmegaConfigLoader(str(compared / "conf"), base_env="base",
+                                   default_run_env="test",
+                                   merge_strategy={"parameters": "soft"})["parameters"]
+        rows, _, sample, _ = evaluate_model(
+            HFModelDataset(path=str(base_dir)).load(),
+            pd.read_parquet(data / "03_primary/questions.parquet"),
+            pd.read_parquet(data / "03_primary/corpus.parquet"),
+            params["evaluation"], params["agent"])
+    finally:  # the later tests run on compare's own base
+        shutil.rmtree(base_dir)
+        shutil.copytree(tmp_path / "base", base_dir)
+    direct = pd.read_csv(evaluated / f"{DIRECT_INFERENCE}/seed0/rows.csv")
+    trace = ["question_id", "tokens", "turns", "tool_calls", "finish_reason", "exact_match"]
+    pd.testing.assert_frame_equal(direct[trace], rows[trace], check_dtype=False)
+    assert (reported / f"{DIRECT_INFERENCE}/seed0/sample.md").read_text() == sample
+    assert (reported / f"{SFT_ONLY}/seed0/sample.md").read_text() != sample
 
 
 @pytest.mark.parametrize("stage", ["inspect_rollouts", "inspect_rewards", "evaluation", "report", "sft_only"])

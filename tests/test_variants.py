@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tirl.variants import ABLATION, SFT_ONLY, VARIANTS, RunKey
+from tirl.variants import ABLATION, AS_IS, DIRECT_INFERENCE, SFT_ONLY, VARIANTS, RunKey
 
 
 def test_run_key_names_its_namespace_datasets_and_folder():
@@ -15,12 +15,16 @@ def test_run_key_names_its_namespace_datasets_and_folder():
     assert run.dataset("eval_summary") == "vspo_prs.seed2.eval_summary"
     assert run.folder == "vspo_prs/seed2"
     assert run.trained and not RunKey(SFT_ONLY, 0).trained
+    assert not RunKey(DIRECT_INFERENCE, 0).trained  # evaluated as is: no RL history
     assert run.run_name([0]) == "vspo_prs" and run.run_name([0, 1, 2]) == "vspo_prs/seed2"
     assert {RunKey("a", 0), RunKey("a", 0)} == {RunKey("a", 0)}  # hashable data, not a string
 
 
 def test_tables():
     assert list(VARIANTS)[0] == "vspo_prs" and SFT_ONLY not in VARIANTS
+    # the paper's Table 2 order: the untrained base first, then SFT, each on its own model
+    assert AS_IS == {DIRECT_INFERENCE: "base_model", SFT_ONLY: "sft_model"}
+    assert not set(AS_IS) & set(VARIANTS)
     assert len(ABLATION) == 6 and all(o["algorithm"] == "vspo" for o in ABLATION.values())
 
 

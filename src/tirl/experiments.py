@@ -8,6 +8,8 @@ wiring lives here:
 
 A single variant's chain also evaluates the SFT checkpoint (``sft_only``) and reports the two
 side by side, so ``kedro run --pipelines=vspo_prs`` shows the gain of RL over its warm start.
+``compare`` also evaluates the untrained base that ``model_init`` produces
+(``direct_inference``, the paper's "Direct Inference" row), so its table shows what SFT added.
 
 Datasets of a variant run are namespaced ``<variant>.seed<k>.<name>`` (paths in
 ``conf/base/catalog_experiments.yml``), so ``compare`` computes the shared stages once and every
@@ -26,7 +28,7 @@ from tirl import tracking
 from tirl.pipelines.evaluation.nodes import evaluate_model
 from tirl.pipelines.report.pipeline import report_pipeline
 from tirl.pipelines.rl.nodes import run_rl
-from tirl.variants import ABLATION, SFT_ONLY, VARIANTS, RunKey
+from tirl.variants import ABLATION, AS_IS, DIRECT_INFERENCE, SFT_ONLY, VARIANTS, RunKey
 
 SHARED_STAGES = ("data_prep", "model_init", "sft")
 EVAL_OUTPUTS = ("eval_rows", "eval_summary", "eval_sample", "eval_metrics")
@@ -117,14 +119,17 @@ def variant_pipeline(variant: str, overrides: Mapping[str, Any], seeds: Sequence
     return out
 
 
-def sft_only_pipeline(seeds: Sequence[int]) -> Pipeline:
-    """The SFT warm start evaluated as is (one evaluation: SFT is shared by all seeds)."""
-    run = RunKey(SFT_ONLY, seeds[0])
+def as_is_pipeline(name: str, seeds: Sequence[int]) -> Pipeline:
+    """The model of ``name`` (:data:`~tirl.variants.AS_IS`: ``base_model`` for
+    ``direct_inference``, ``sft_model`` for ``sft_only``) evaluated as is, with the same node
+    and parameters as every variant; once, under the first seed (no RL seed changes it)."""
+    model = AS_IS[name]
+    run = RunKey(name, seeds[0])
     inner = Pipeline([_tracked_node(
-        evaluate_model, ["sft_model", "questions", "corpus", "params:evaluation", "params:agent"],
-        EVAL_OUTPUTS, run_name=SFT_ONLY, run_tags={"variant": SFT_ONLY}, name="evaluate",
-        tags=["evaluation", SFT_ONLY])])
-    return pipeline(inner, namespace=run.namespace, inputs={"sft_model", "questions", "corpus"},
+        evaluate_model, [model, "questions", "corpus", "params:evaluation", "params:agent"],
+        EVAL_OUTPUTS, run_name=name, run_tags={"variant": name}, name="evaluate",
+        tags=["evaluation", name])])
+    return pipeline(inner, namespace=run.namespace, inputs={model, "questions", "corpus"},
                     parameters={"params:evaluation", "params:agent"})
 
 
@@ -138,18 +143,21 @@ def experiment_pipelines(stages: Mapping[str, Pipeline], seeds: Sequence[int],
     for variant, overrides in VARIANTS.items():
         # A variant run also evaluates its SFT starting point and writes the two side by side
         # (data/08_reporting/<variant>/comparison.md), so its gain over SFT is in the run.
-        out[variant] = (shared + sft_only_pipeline(seeds)
+        out[variant] = (shared + as_is_pipeline(SFT_ONLY, seeds)
                         + variant_pipeline(variant, overrides, seeds)
-                        + report_pipeline({variant: overrides}, seeds, with_sft=True,
+                        + report_pipeline({variant: overrides}, seeds, as_is=[SFT_ONLY],
                                           prefix=variant))
-    out[SFT_ONLY] = shared + sft_only_pipeline(seeds)
-    out["compare"] = (shared + sft_only_pipeline(seeds)
+    out[SFT_ONLY] = shared + as_is_pipeline(SFT_ONLY, seeds)
+    # The untrained base needs no SFT: data prep and model_init only.
+    out[DIRECT_INFERENCE] = (stages["data_prep"] + stages["model_init"]
+                             + as_is_pipeline(DIRECT_INFERENCE, seeds))
+    out["compare"] = (shared + sum((as_is_pipeline(n, seeds) for n in AS_IS), Pipeline([]))
                       + sum((variant_pipeline(v, o, seeds) for v, o in VARIANTS.items()),
                             Pipeline([]))
-                      + report_pipeline(VARIANTS, seeds, with_sft=True, prefix="compare"))
+                      + report_pipeline(VARIANTS, seeds, as_is=list(AS_IS), prefix="compare"))
     out["vspo_ablation"] = (shared
                             + sum((variant_pipeline(v, o, ablation_seeds)
                                    for v, o in ABLATION.items()), Pipeline([]))
-                            + report_pipeline(ABLATION, ablation_seeds, with_sft=False,
+                            + report_pipeline(ABLATION, ablation_seeds, as_is=[],
                                               prefix="vspo_ablation"))
     return out

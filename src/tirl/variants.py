@@ -34,6 +34,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
 #: The SFT warm start evaluated as is: the baseline every variant's gain is measured against.
 SFT_ONLY = "sft_only"
 
+#: The untrained base (what ``model_init`` produces) evaluated as is: the paper's "Direct
+#: Inference" row, the floor that SFT's gain is read against.
+DIRECT_INFERENCE = "direct_inference"
+
+#: The runs that evaluate a model as is, without RL, in table order, with the dataset of the
+#: model each evaluates. They have no RL history, and run once (no seed changes them).
+AS_IS: dict[str, str] = {DIRECT_INFERENCE: "base_model", SFT_ONLY: "sft_model"}
+
 #: The paper's ablation grid: selection x clip (docs/algorithms.md, VSPO step 5).
 ABLATION: dict[str, dict[str, Any]] = {
     f"vspo_{selection}_clip_{clip}": {"algorithm": "vspo", "reward": "prs",
@@ -44,7 +52,7 @@ ABLATION: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class RunKey:
-    """One run of a chain: a variant (or :data:`SFT_ONLY`) under one seed."""
+    """One run of a chain: a variant (or a run of :data:`AS_IS`) under one seed."""
 
     variant: str
     seed: int
@@ -65,8 +73,8 @@ class RunKey:
 
     @property
     def trained(self) -> bool:
-        """Whether the run trained with RL (and so has a history); not :data:`SFT_ONLY`."""
-        return self.variant != SFT_ONLY
+        """Whether the run trained with RL (and so has a history); not a run of :data:`AS_IS`."""
+        return self.variant not in AS_IS
 
     def run_name(self, seeds: Sequence[int]) -> str:
         """The MLflow run name: the variant alone when it runs one seed, else its folder."""

@@ -104,6 +104,12 @@ def test_paired_gains_needs_the_baseline():
     md = report.gains_markdown(report.paired_gains(
         _rows({("sft_only", 0): [0.0, 0.0], ("vspo_prs", 0): [1.0, 0.0]}), ["exact_match"]))
     assert "| vspo_prs | exact_match | 2 | 0.000 | 0.500 | +0.500 |" in md
+    # the table names the run every gain is against (a reader of the direct-inference row
+    # must see that its gain is against SFT, not the other way round)
+    assert "**Gain over `sft_only`**" in md and "| n | sft_only | variant | gain |" in md
+    assert "**Gain over `base`**" in report.gains_markdown(report.paired_gains(
+        _rows({("base", 0): [0.0, 0.0], ("vspo_prs", 0): [1.0, 0.0]}), ["exact_match"],
+        baseline="base"), baseline="base")
 
 
 def test_paired_gains_lists_variants_in_the_given_order():

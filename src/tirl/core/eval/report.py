@@ -134,14 +134,18 @@ def paired_gains(rows: pd.DataFrame, metrics: Sequence[str], baseline: str = "sf
     return pd.DataFrame(out, columns=GAIN_COLUMNS)
 
 
-def gains_markdown(gains: pd.DataFrame, benchmark: str = "all", digits: int = 3) -> str:
-    """The ``benchmark`` rows of :func:`paired_gains` as a Markdown table."""
+def gains_markdown(gains: pd.DataFrame, benchmark: str = "all", digits: int = 3,
+                   baseline: str = "sft_only") -> str:
+    """The ``benchmark`` rows of :func:`paired_gains` against ``baseline`` as a Markdown table.
+
+    The header names the baseline, so a row that lies below it (the untrained base against
+    SFT) reads as what the baseline added, not as a gain of its own."""
     part = gains[gains["benchmark"] == benchmark] if not gains.empty else gains
     if part.empty:
         return "_no paired comparison: the baseline's per-question rows are missing_\n"
-    lines = [f"**Gain over the baseline** on `{benchmark}` (paired over questions; 95 % "
+    lines = [f"**Gain over `{baseline}`** on `{benchmark}` (paired over questions; 95 % "
              f"bootstrap interval; sign test on the questions that differ)", "",
-             "| variant | metric | n | baseline | variant | gain | 95 % CI | wins / losses "
+             f"| variant | metric | n | {baseline} | variant | gain | 95 % CI | wins / losses "
              "| sign-test p |", "|---|---|---|---|---|---|---|---|---|"]
     for _, r in part.iterrows():
         lines.append(

@@ -37,8 +37,9 @@ def build_report(runs: Sequence[RunKey], variant_options: Mapping[str, Mapping[s
                  params: Mapping[str, Any], *frames: pd.DataFrame
                  ) -> tuple[str, pd.DataFrame, Any, Any, Any, str, pd.DataFrame]:
     """``frames`` are the eval summaries of ``runs``, then the RL histories of the runs that
-    trained (``sft_only`` has none), then the per-question eval rows of ``runs``. Returns
-    markdown, csv, three figures, ablation markdown and the paired gains over ``sft_only``."""
+    trained (the runs of ``AS_IS`` have none), then the per-question eval rows of ``runs``.
+    Returns markdown, csv, three figures, ablation markdown and the paired gains over
+    ``sft_only`` (every other run, ``direct_inference`` included, against SFT)."""
     n = len(runs)
     trained = [r for r in runs if r.trained]
     summaries = _stack(dict(zip(runs, frames[:n])))
@@ -52,7 +53,7 @@ def build_report(runs: Sequence[RunKey], variant_options: Mapping[str, Mapping[s
                                 seed=config.bootstrap_seed, order=order)
     markdown = ("# Comparison\n\n" + "\n".join(report.to_markdown(t, m)
                                                 for t, m in zip(tables, metrics))
-                + "\n" + report.gains_markdown(gains))
+                + "\n" + report.gains_markdown(gains, baseline=SFT_ONLY))
     csv = pd.concat([t.assign(metric=m) for t, m in zip(tables, metrics)], ignore_index=True)
     ablation = report.ablation_table(summaries, {k: v.get("vspo", {}) for k, v in
                                                   variant_options.items()}, metrics[0])

@@ -1,5 +1,6 @@
 """``report``: every run's evaluation summary, per-question rows and RL history -> the
-comparison report (tables, gains over ``sft_only``, figures)."""
+comparison report (tables, gains over ``sft_only``, figures). The runs evaluated as is
+(``direct_inference``, ``sft_only``) come first, as rows of their own."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ from typing import Any
 from kedro.pipeline import Pipeline, node, pipeline
 
 from tirl.pipelines.report.nodes import build_report
-from tirl.variants import SFT_ONLY, VARIANTS, RunKey, configured_seeds
+from tirl.variants import AS_IS, VARIANTS, RunKey, configured_seeds
 
 
 def report_pipeline(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int],
-                    with_sft: bool, prefix: str) -> Pipeline:
-    """Collects every run's summary (and history) into the comparison report ``prefix``."""
-    runs = ([RunKey(SFT_ONLY, seeds[0])] if with_sft else []) + \
+                    as_is: Sequence[str], prefix: str) -> Pipeline:
+    """Collects every run's summary (and history) into the comparison report ``prefix``:
+    first the runs of ``as_is`` (names in :data:`~tirl.variants.AS_IS`, evaluated once, under
+    the first seed), then ``variants`` under each seed."""
+    unknown = [name for name in as_is if name not in AS_IS]
+    if unknown:
+        raise ValueError(f"report as_is: {unknown} are not runs evaluated as is "
+                         f"(known: {list(AS_IS)})")
+    runs = [RunKey(name, seeds[0]) for name in as_is] + \
         [RunKey(v, s) for v in variants for s in seeds]
     summaries = [r.dataset("eval_summary") for r in runs]
     histories = [r.dataset("rl_history") for r in runs if r.trained]
@@ -46,4 +53,4 @@ def report_pipeline(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[i
 def create_pipeline(**kwargs) -> Pipeline:
     """Rebuild the comparison report from the evaluation summaries and RL histories already
     on disk (what ``compare`` ends with; DVC's ``report`` stage runs this alone)."""
-    return report_pipeline(VARIANTS, configured_seeds(), with_sft=True, prefix="compare")
+    return report_pipeline(VARIANTS, configured_seeds(), as_is=list(AS_IS), prefix="compare")
