@@ -29,8 +29,8 @@ from typing import Any
 
 from kedro.io import AbstractDataset
 
-from tirl.core.files import fsync_tree
-from tirl.datasets.publish import publish, remove_path, settle, staging_path
+from tirl.core.files import fsync_tree, remove_path, staging_path
+from tirl.datasets.publish import publish, settle
 
 
 @contextmanager

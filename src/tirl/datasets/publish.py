@@ -27,9 +27,7 @@ import json
 import logging
 import os
 import re
-import shutil
 import threading
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,39 +37,11 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: journals are recovered by age alone
     fcntl = None  # type: ignore[assignment]
 
-from tirl.core.files import fsync_quietly
+from tirl.core.files import fsync_quietly, remove_path, staging_path, sweep_staging, unique_tag
 
 log = logging.getLogger(__name__)
 
-#: ``.<name>.tmp-<pid>-<hex>`` / ``.<name>.old-<pid>-<hex>``; older saves wrote no pid.
-_STAGING = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}$")
 _JOURNAL = re.compile(r"^\.publish-\d+-[0-9a-f]{8}\.json$")
-
-
-def _tag() -> str:
-    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def staging_path(target: Path, kind: str = "tmp") -> Path:
-    """A fresh hidden sibling of ``target`` (same directory: renames never cross devices)."""
-    return target.with_name(f".{target.name}.{kind}-{_tag()}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-def remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -108,7 +78,7 @@ def _roll_forward(entries: Iterable[Entry], old: dict[Path, Path]) -> None:
 def _write_journal(entries: list[Entry], old: dict[Path, Path]) -> tuple[Path, int]:
     """Write the journal atomically; return its path and an fd holding its lock."""
     where = entries[0].target.parent
-    journal = where / f".publish-{_tag()}.json"
+    journal = where / f".publish-{unique_tag()}.json"
     rel = lambda p: os.path.relpath(p, where)  # noqa: E731 - a project may be moved
     body = json.dumps({"entries": [{"target": rel(e.target), "staged": rel(e.staged),
                                     "old": rel(old[e.target])} for e in entries]})
@@ -180,19 +150,10 @@ def sweep(directory: Path, name: str | None = None) -> None:
     """Remove staging files and directories (of target ``name``, or of any target) that a
     process which has ended left in ``directory``. Run :func:`recover` first: a journal's
     staged files are what it rolls forward."""
-    if not directory.is_dir():
-        return
-    for child in directory.iterdir():
-        m = _STAGING.match(child.name)
-        # A journal's own staging file (killed while the journal was written) goes with any
-        # target's sweep: that set never started, so nothing else refers to it.
-        if not m or (name is not None and m.group("name") != name
-                     and not _JOURNAL.match(m.group("name"))):
-            continue
-        pid = m.group("pid")
-        if pid is None or not _pid_alive(int(pid)):
-            log.info("removing %s, left by an interrupted save", child)
-            remove_path(child)
+    # A journal's own staging file (killed while the journal was written) goes with any
+    # target's sweep: that set never started, so nothing else refers to it.
+    owned = None if name is None else (lambda n: n == name or bool(_JOURNAL.match(n)))
+    sweep_staging(directory, owned)
 
 
 def settle(target: Path) -> None:

@@ -19,15 +19,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
-import re
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from tirl.core.agent.protocol import ENDOFTEXT, IM_END, IM_START
-from tirl.core.files import fsync_tree
+from tirl.core.files import fsync_tree, remove_path, staging_path, sweep_staging
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +88,9 @@ def gguf_to_hf(path: Path, cache_root: Path) -> Path:
         log.info("GGUF %s: reusing the converted directory %s", path, target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_staging(target)
-    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    # What a conversion killed mid-way left (its process has ended).
+    sweep_staging(target.parent, lambda name: name == target.name)
+    staging = staging_path(target)
     try:
         convert_gguf(path, staging)
         fsync_tree(staging)
@@ -104,8 +101,7 @@ def gguf_to_hf(path: Path, cache_root: Path) -> Path:
             if not (target / "config.json").is_file():
                 raise
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        remove_path(staging)
     log.info("GGUF %s: converted to %s", path, target)
     return target
 
@@ -160,26 +156,3 @@ def _adopt_token_choices(tokenizer: Any, model: Any) -> None:
     model.generation_config = GenerationConfig(
         eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=model.config.bos_token_id)
-
-
-_STAGING = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
-
-
-def _remove_dead_staging(target: Path) -> None:
-    """Remove staging directories of ``target`` left by conversions whose process has ended."""
-    for child in target.parent.iterdir():
-        m = _STAGING.match(child.name)
-        if not m or m.group("name") != target.name or _alive(int(m.group("pid"))):
-            continue
-        log.info("removing %s, left by an interrupted GGUF conversion", child)
-        shutil.rmtree(child, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
