@@ -112,24 +112,17 @@ class RunLogHook:
         targets = []
         for name in sorted(pipeline.all_outputs()):
             try:
-                dataset = catalog.get(name) if hasattr(catalog, "get") else None
+                dataset = catalog.get(name)
             except Exception:  # noqa: BLE001 - a summary must never fail a finished run
                 dataset = None
+            # Not publish_hook.publish_target: it leaves out the MLflow artifact datasets,
+            # and those hold the reports.
             target = getattr(dataset, "publish_target", None)
             if target is not None:
                 targets.append(Path(target))
-        uri = _tracking_uri()
-        for line in summary_lines(result_paths(targets, self._project_path), self._run_id, uri):
+        paths = result_paths(targets, self._project_path)
+        for line in summary_lines(paths, self._run_id, tracking.tracking_uri()):
             logger.info(line)
-
-
-def _tracking_uri() -> str | None:
-    try:
-        import mlflow
-
-        return mlflow.get_tracking_uri()
-    except Exception:  # noqa: BLE001 - no MLflow: the summary names the files only
-        return None
 
 
 __all__ = ["RunLogHook", "plain_console_logging", "result_paths", "summary_lines"]

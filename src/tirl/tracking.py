@@ -36,6 +36,10 @@ def active_run_id() -> str | None:
     return run.info.run_id if run is not None else None
 
 
+def tracking_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
 def set_tags(tags: Mapping[str, str]) -> None:
     if _active():
         mlflow.set_tags({k: redact(str(v)) for k, v in tags.items()})
