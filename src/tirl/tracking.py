@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import mlflow
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from tirl.core.secrets import redact
 
@@ -43,6 +44,15 @@ def tracking_uri() -> str:
 def set_tags(tags: Mapping[str, str]) -> None:
     if _active():
         mlflow.set_tags({k: redact(str(v)) for k, v in tags.items()})
+
+
+def describe_run(run_id: str, text: str) -> None:
+    """Set the run's description (the UI's "Description" box, tag ``mlflow.note.content``);
+    works on a run that has already ended. Never raises: a description is not worth a run."""
+    try:
+        mlflow.MlflowClient().set_tag(run_id, "mlflow.note.content", redact(text))
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("could not describe MLflow run %s: %s", run_id, exc)
 
 
 def end_runs(run_id: str | None, status: str) -> None:
@@ -145,6 +155,30 @@ def link_resumed(key: str, step: int) -> str | None:
     return previous.info.run_id
 
 
+TableCallback = Callable[[list[dict[str, Any]], int], None]
+
+
+def make_table_logger(stage: str, name: str) -> TableCallback:
+    """A callback that appends a step's rows to the table ``<stage prefix><name>.json`` of
+    the active run (``rl/completions.json``): one table over the run, with a ``step``
+    column, that the MLflow UI shows in the run's artifacts and compares across runs."""
+    artifact = f"{stage_prefix(stage)}{name}.json"
+
+    def on_rows(rows: list[dict[str, Any]], step: int) -> None:
+        if not rows:
+            return
+        if not _active():
+            logger.debug("step %d: %d %s rows", step, len(rows), name)
+            return
+        import pandas as pd
+
+        clean = [{k: redact(v) if isinstance(v, str) else v for k, v in row.items()}
+                 for row in rows]
+        mlflow.log_table(pd.DataFrame(clean), artifact_file=artifact)
+
+    return on_rows
+
+
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None, stage: str | None = None) -> None:
     """Log final (non per-step) scalar metrics, e.g. evaluation results, under ``stage``'s prefix."""
     make_metrics_logger(stage)(metrics, step if step is not None else 0)
@@ -213,7 +247,8 @@ def _log_params(params: Mapping[str, Any]) -> None:
     # MLflow refuses to change a logged param; only log keys the run does not have yet.
     run = mlflow.active_run()
     have = mlflow.get_run(run.info.run_id).data.params if run else {}
-    new = {k: redact(str(v))[:500] for k, v in flatten(params).items() if k not in have}
+    new = {k: redact(str(v))[:MAX_PARAM_VAL_LENGTH] for k, v in flatten(params).items()
+           if k not in have}
     if new:
         mlflow.log_params(new)
 

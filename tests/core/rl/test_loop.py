@@ -188,3 +188,24 @@ def test_one_step_with_the_agent_rollout_engine(tiny_tokenizer, fresh_tiny_model
                          reward_fn=make_reward(cfg))
     assert len(hist) == 1 and math.isfinite(hist[0]["reward/mean"])
     assert hist[0]["rollout/turns_mean"] >= 1
+
+
+def test_completions_table_holds_every_sample_of_the_first_prompts_each_step():
+    seen = []
+    run_toy(toy_config(steps=2, log_completions=2),
+            on_completions=lambda rows, s: seen.append((s, rows)))
+    assert [s for s, _ in seen] == [0, 1]
+    group = toy_config().group_size
+    for step, rows in seen:
+        assert len(rows) == 2 * group  # two prompts, every sample of each
+        assert len({r["question_id"] for r in rows}) == 2
+        assert {r["step"] for r in rows} == {step}
+        for row in rows:
+            assert set(row) >= {"question", "gold", "answer", "correct", "reward", "stage"}
+            assert isinstance(row["correct"], bool) and 0.0 <= row["reward"] <= 1.0
+
+
+def test_no_completions_table_when_log_completions_is_0():
+    seen = []
+    run_toy(toy_config(steps=1, log_completions=0), on_completions=lambda r, s: seen.append(s))
+    assert seen == []

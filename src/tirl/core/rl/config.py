@@ -83,6 +83,10 @@ class TrainConfig:
     checkpoint_every: int = field_(0, doc="save a checkpoint every N steps (0 = never)", ge=0)
     val_every: int = field_(0, doc="run the validate callback before step 0, every N steps and "
                                    "at the end (0 = never)", ge=0)
+    log_completions: int = field_(
+        2, doc="prompts per step whose completions (every sample, with reward, gold answer and "
+               "correctness) go to the completions table (MLflow rl/completions.json); 0 = none",
+        ge=0)
     keep_checkpoints: int = field_(2, doc="complete checkpoints kept on disk", ge=1)
     max_nonfinite_in_row: int = field_(3, doc="consecutive non-finite steps before stopping", ge=1)
     gamma: float = field_(1.0, doc="PPO/GAE discount", ge=0.0, le=1.0)

@@ -33,6 +33,7 @@ from transformers import PreTrainedModel
 
 from tirl.core.progress import progress
 from tirl.core.rl.batch import group_trajectories
+from tirl.core.rl.completions import completion_rows
 from tirl.core.rl.config import TrainConfig
 from tirl.core.rl.critic import make_critic
 from tirl.core.rl.dist import global_sum
@@ -47,6 +48,8 @@ from tirl.core.types import RewardFn
 logger = logging.getLogger(__name__)
 
 MetricsCallback = Callable[[dict[str, float], int], None]
+#: ``on_completions(rows, step)``: the step's completions-table rows.
+CompletionsCallback = Callable[[list[dict[str, Any]], int], None]
 Validate = Callable[[torch.nn.Module], Mapping[str, float]]
 
 
@@ -84,6 +87,7 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
           on_metrics: MetricsCallback | None = None, checkpoint_dir: Path | str | None = None,
           resume: bool = False, rollout_fn: RolloutFn | None = None,
           accelerator: Any | None = None, validate: Validate | None = None,
+          on_completions: CompletionsCallback | None = None,
           ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """Train ``policy`` online with the algorithm of ``config``; returns (policy, history).
 
@@ -106,6 +110,9 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
             run on the main process before step 0, every ``config.val_every`` steps and after
             the last; its metrics join that step's history row and ``on_metrics`` as
             ``val/<name>``. It must not touch the global RNG (it runs inside a forked one).
+        on_completions: called as ``on_completions(rows, step)`` on the main process after
+            every step with the rows of :func:`tirl.core.rl.completions.completion_rows` for
+            the first ``config.log_completions`` prompts of the step (never when it is 0).
     Returns:
         (the trained policy, unwrapped; one metrics dict per step, ``step`` included).
     Raises:
@@ -135,10 +142,12 @@ def train(*, policy: torch.nn.Module, tokenizer: Any, questions: Sequence[dict[s
 
     while state.step < config.steps:
         step, t_step, times = state.step, time.perf_counter(), {}
-        metrics, n_tokens = _rl_step(run, step, times)
+        metrics, n_tokens, completions = _rl_step(run, step, times)
         _count_nonfinite(config, state, step, skipped=metrics.get("step/skipped", 0.0) > 0)
         metrics = _global_metrics(run, metrics, n_tokens=n_tokens, times=times, t_step=t_step)
         _record(run, state, step, metrics, on_metrics=on_metrics, validate=validate, bar=bar)
+        if completions and on_completions is not None and run.acc.is_main_process:
+            on_completions(completions, step)
         if checkpoint_dir is not None and config.checkpoint_every and \
                 state.step % config.checkpoint_every == 0:
             _save(run, state, checkpoint_dir)
@@ -202,10 +211,10 @@ def _build_modules(config: TrainConfig, policy: torch.nn.Module, acc: Any
 
 
 def _rl_step(run: _Run, step: int, times: dict[str, float]
-             ) -> tuple[dict[str, float], int]:
+             ) -> tuple[dict[str, float], int, list[dict[str, Any]]]:
     """Roll out this process's share of the step's prompts, score, replace, update.
-    Returns (this process's metrics, tokens in its update batch); ``times`` gets the
-    phases' wall times."""
+    Returns (this process's metrics, tokens in its update batch, its completions-table
+    rows); ``times`` gets the phases' wall times."""
     config, acc = run.config, run.acc
     _seed_step(config.seed, step, acc.process_index)
     # The sampler is global and identically seeded on every process; each process rolls out
@@ -220,6 +229,7 @@ def _rl_step(run: _Run, step: int, times: dict[str, float]
         trajs = run.rollout_fn(local_q, config.group_size, rollout_seed)
     with _timed(times, "time/reward_s"):
         rewards = score(run.reward_fn, local_q, trajs, step)
+    completions = completion_rows(local_q, trajs, rewards, step, config.log_completions)
     groups = group_trajectories(local_q, trajs, rewards)
     metrics = reward_metrics(rewards, trajs)
     # The same rollouts scored as the curriculum's end state: a curve the schedule does
@@ -236,7 +246,7 @@ def _rl_step(run: _Run, step: int, times: dict[str, float]
     metrics.update(vstats)
     upd, n_tokens = _learn(run, step, kept, counts, stand_in=groups[0], times=times)
     metrics.update(upd)
-    return metrics, n_tokens
+    return metrics, n_tokens, completions
 
 
 def _learn(run: _Run, step: int, groups: list[Any], counts: list[int], *, stand_in: Any,

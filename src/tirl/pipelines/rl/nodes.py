@@ -20,6 +20,7 @@ from tirl import tracking
 from tirl.core.agent.env import AgentConfig, Sampling
 from tirl.core.config import ConfigError, build_config, field_
 from tirl.core.eval.run import EvalConfig, run_evaluation
+from tirl.core.measurements import split_measurements
 from tirl.core.records import split_records
 from tirl.core.rewards.prs import JudgeSpec
 from tirl.core.rl.config import TrainConfig, make_reward
@@ -110,9 +111,12 @@ def stage_config(params: dict[str, Any], agent: dict[str, Any]) -> tuple[RLStage
 
 
 def run_rl(sft_model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFrame,
-           params: dict[str, Any], agent: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
-    """``(rl_model, rl_history)``: train ``sft_model`` online; one history row per step (and
-    one at step -1 with the validation before RL)."""
+           params: dict[str, Any], agent: dict[str, Any]
+           ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """``(rl_model, rl_history, rl_timings)``: train ``sft_model`` online; one history row
+    per step (and one at step -1 with the validation before RL), and the step's wall-clock
+    figures in ``rl_timings`` (:mod:`tirl.core.measurements`: never in the history, which
+    a rerun reproduces byte for byte)."""
     import torch
 
     config, env = stage_config(params, agent)
@@ -130,6 +134,10 @@ def run_rl(sft_model: dict[str, Any], questions: pd.DataFrame, corpus: pd.DataFr
         reward_fn=reward_fn,
         # A resumed run is linked to the MLflow run whose checkpoints it continues.
         on_metrics=tracking.make_metrics_logger("rl", resumable=str(checkpoint_dir.resolve())),
+        on_completions=tracking.make_table_logger("rl", "completions"),
         checkpoint_dir=checkpoint_dir, resume=config.resume,
         validate=make_validate(config, env, questions, corpus, tokenizer))
-    return {"model": policy.to("cpu"), "tokenizer": tokenizer}, pd.DataFrame(history)
+    split = [split_measurements(row) for row in history]
+    timings = [measured for _, measured in split if len(measured) > 1]
+    return ({"model": policy.to("cpu"), "tokenizer": tokenizer},
+            pd.DataFrame([results for results, _ in split]), pd.DataFrame(timings))
