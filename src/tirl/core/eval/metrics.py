@@ -125,6 +125,21 @@ def summarise(rows: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
     return pd.DataFrame(table, columns=list(SUMMARY_COLUMNS))
 
 
+#: The summary columns a run is compared by at a glance (MLflow ``final/<name>``).
+HEADLINE_COLUMNS = ("exact_match", "f1", "judge_score", "format_valid", "tool_calls")
+
+
+def headline_metrics(summary: pd.DataFrame) -> dict[str, float]:
+    """``final/<metric>`` over every evaluated question (the summary's ``all`` row): a handful
+    of names that the MLflow runs table can show as columns next to each other, where the
+    ``eval/<benchmark>/<metric>`` grid has some seventy."""
+    overall = summary[summary["benchmark"] == "all"]
+    if overall.empty:
+        return {}
+    row = overall.iloc[0]
+    return {f"final/{c}": float(row[c]) for c in HEADLINE_COLUMNS if pd.notna(row[c])}
+
+
 def evaluate(trajectories: Sequence[Trajectory], questions: Mapping[str, Mapping[str, Any]],
              judge: Judge | None = None, k: int | None = None
              ) -> tuple[pd.DataFrame, pd.DataFrame]:

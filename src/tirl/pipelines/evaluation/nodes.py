@@ -10,10 +10,10 @@ import pandas as pd
 from tirl import tracking
 from tirl.core.agent.env import AgentConfig, Sampling
 from tirl.core.config import ConfigError, build_config, field_
-from tirl.core.eval.metrics import SUMMARY_COLUMNS
+from tirl.core.eval.metrics import SUMMARY_COLUMNS, headline_metrics
 from tirl.core.eval.run import EvalConfig, run_evaluation
 from tirl.core.rewards.prs import JudgeSpec
-from tirl.core.eval.sample import trajectories_markdown
+from tirl.core.eval.sample import trajectories_markdown, verdict_line
 
 
 @dataclass(frozen=True)
@@ -58,5 +58,16 @@ def evaluate_model(model: dict[str, Any], questions: pd.DataFrame, corpus: pd.Da
                for r in summary.to_dict("records") for col in SUMMARY_COLUMNS
                if col != "benchmark" and pd.notna(r[col])}
     tracking.log_metrics(metrics, stage="evaluation")
-    sample = trajectories_markdown(trajectories[:8], title="Evaluation sample")
+    tracking.log_metrics(headline_metrics(summary))
+    sample = trajectories_markdown(trajectories[:8], title="Evaluation sample",
+                                   verdicts=_verdicts(trajectories[:8], rows, questions))
     return rows, summary, sample, metrics
+
+
+def _verdicts(trajectories: list[Any], rows: pd.DataFrame, questions: pd.DataFrame) -> list[str]:
+    """The gold-answer line of each sampled trajectory (its row of ``rows``)."""
+    by_key = {(str(r["question_id"]), int(r["sample_idx"])): r for r in rows.to_dict("records")}
+    gold = {str(q): list(a) for q, a in zip(questions["id"], questions["answers"])}
+    return [verdict_line(gold.get(str(t.question_id), []),
+                         by_key.get((str(t.question_id), int(t.sample_idx)), {}))
+            for t in trajectories]
