@@ -8,6 +8,7 @@ the stage pipelines then run on its outputs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -187,10 +188,44 @@ def test_compare_mlflow_structure(compared: Path):
         assert evals == metric_names
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"eval_summary.csv", "eval_sample.md"} <= artifacts
+        # every child: its seed, what it trained and on which data, and headline columns
+        assert child.data.tags["seed"] == "0"
+        assert child.data.tags["model"] == "scratch"
+        assert child.data.tags["data_source"] == "world(seed=0)"
+        assert child.data.metrics["final/exact_match"] == child.data.metrics["eval/all/exact_match"]
+        assert "evaluation.max_per_benchmark" in child.data.params
         if child.info.run_name not in AS_IS:
             assert "rl_history.csv" in artifacts
             assert client.get_metric_history(child.info.run_id, "rl/reward/mean")
-            assert child.data.params["train.algorithm"] == VARIANTS[child.info.run_name]["algorithm"]
+            # the variant's own values under the stage's names, once
+            algorithm = VARIANTS[child.info.run_name]["algorithm"]
+            assert child.data.params["rl.train.algorithm"] == algorithm
+            assert child.data.params["rl.train.seed"] == "0"
+            assert not any(k.startswith("train.") for k in child.data.params)
+            assert "rl/completions.json" in {
+                a.path for a in client.list_artifacts(child.info.run_id, "rl")}
+    # The parent holds the shared stages' parameters, and no rl defaults that no child used.
+    assert "sft.lr" in parent.data.params and "data_prep.world.seed" in parent.data.params
+    assert not any(k.startswith("rl.") for k in parent.data.params)
+    assert "comparison.md" in parent.data.tags["mlflow.note.content"]
+
+
+def test_a_variant_run_logs_its_own_rl_parameters(project: Path):
+    # A standalone variant chain is one run: its rl.* are the variant's, not the defaults
+    # (grpo_prs is VSPO with selection none; conf/base says vspo / value).
+    _kedro(project, "--pipelines=grpo_prs")
+    run = next(r for r in _runs(project) if r.info.run_name == "grpo_prs")
+    params = run.data.params
+    assert params["rl.train.algorithm"] == "grpo"
+    assert not any(k.startswith("train.") for k in params)
+    assert run.data.tags["variant"] == "grpo_prs" and run.data.tags["seed"] == "0"
+    assert "final/exact_match" in run.data.metrics
+    path = mlflow.MlflowClient().download_artifacts(run.info.run_id, "rl/completions.json",
+                                                    str(project / "downloaded"))
+    table = json.loads(Path(path).read_text())  # MLflow's table format: columns + data
+    assert {"step", "question", "gold", "answer", "correct", "reward"} <= set(table["columns"])
+    steps = {row[table["columns"].index("step")] for row in table["data"]}
+    assert steps == set(range(int(params["rl.train.steps"])))
 
 
 def test_direct_inference_evaluates_the_model_init_model(compared: Path, tmp_path: Path):

@@ -70,15 +70,17 @@ def _variant_params_node(run: RunKey, overrides: Mapping[str, Any]) -> Callable[
 
 def _tracked_node(fn: Callable[..., Any], inputs: Sequence[str], outputs: Sequence[str], *,
                   run_name: str, run_tags: Mapping[str, str], name: str, tags: list[str],
-                  logged_params: str | None = None) -> Node:
+                  logged_params: Mapping[str, str] | None = None) -> Node:
     """A node of ``fn`` whose metrics and table/text outputs land in the (child) MLflow run
     ``run_name`` of its variant, not in the parent run of a comparison. ``logged_params``
-    names the input (a parameters dict) that the child run logs as its params."""
+    maps a parameter namespace to the input (a parameters dict) that the run logs under it
+    (``{"rl": "rl_params"}``: the variant's own ``rl.train.lr``, the name kedro-mlflow gives
+    the stage defaults in the parent run, so parent and children line up in the compare view)."""
     inputs, outputs = list(inputs), list(outputs)
-    params_at = inputs.index(logged_params) if logged_params is not None else None
+    params_at = {space: inputs.index(i) for space, i in (logged_params or {}).items()}
 
     def wrapped(*args: Any) -> Any:
-        params = args[params_at] if params_at is not None else None
+        params = {space: args[at] for space, at in params_at.items()} or None
         with tracking.child_run(run_name, params=params, tags=run_tags):
             result = fn(*args)
             values = result if isinstance(result, tuple) else (result,)
@@ -99,18 +101,19 @@ def variant_pipeline(variant: str, overrides: Mapping[str, Any], seeds: Sequence
         run = RunKey(variant, seed)
         tracked = {"run_name": run.run_name(seeds),
                    "run_tags": {"variant": variant, "seed": str(seed)}}
-        rl_out = ["rl_model", "rl_history"]
+        rl_out = ["rl_model", "rl_history", "rl_timings"]
         inner = Pipeline([
             node(_variant_params_node(run, overrides),
                  ["params:rl", "params:experiments"], "rl_params",
                  name="variant_params", tags=["rl", variant]),
             _tracked_node(run_rl,
                           ["sft_model", "questions", "corpus", "rl_params", "params:agent"],
-                          rl_out, logged_params="rl_params", name="rl",
+                          rl_out, logged_params={"rl": "rl_params"}, name="rl",
                           tags=["rl", variant], **tracked),
             _tracked_node(evaluate_model,
                           ["rl_model", "questions", "corpus", "params:evaluation", "params:agent"],
-                          EVAL_OUTPUTS, name="evaluate", tags=["evaluation", variant], **tracked),
+                          EVAL_OUTPUTS, logged_params={"evaluation": "params:evaluation"},
+                          name="evaluate", tags=["evaluation", variant], **tracked),
         ])
         # Kedro prefixes every other dataset and node with the namespace
         # (``vspo_prs.seed0.rl_model``); the shared inputs and parameters stay as they are.
@@ -127,7 +130,8 @@ def as_is_pipeline(name: str, seeds: Sequence[int]) -> Pipeline:
     run = RunKey(name, seeds[0])
     inner = Pipeline([_tracked_node(
         evaluate_model, [model, "questions", "corpus", "params:evaluation", "params:agent"],
-        EVAL_OUTPUTS, run_name=name, run_tags={"variant": name}, name="evaluate",
+        EVAL_OUTPUTS, run_name=name, run_tags={"variant": name, "seed": str(run.seed)},
+        logged_params={"evaluation": "params:evaluation"}, name="evaluate",
         tags=["evaluation", name])])
     return pipeline(inner, namespace=run.namespace, inputs={model, "questions", "corpus"},
                     parameters={"params:evaluation", "params:agent"})

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from kedro.framework.hooks import hook_impl
 
 from tirl import tracking
 from tirl.core.progress import is_terminal
+from tirl.hooks import command_line
 
 logger = logging.getLogger("tirl.run")
 
@@ -86,6 +88,20 @@ def summary_lines(paths: list[str], run_id: str | None, tracking_uri: str | None
     return lines
 
 
+def run_description(paths: list[str], *, max_paths: int = 12) -> str:
+    """The MLflow run's description (Markdown): the command and the files it wrote, report
+    first, so the run page says where its results are."""
+    lines = [f"`{_command()}`", "", "Results:"]
+    lines += [f"- `{p}`" for p in paths[:max_paths]]
+    if len(paths) > max_paths:
+        lines.append(f"- ... and {len(paths) - max_paths} more")
+    return "\n".join(lines)
+
+
+def _command() -> str:
+    return command_line(sys.argv)
+
+
 class RunLogHook:
     """Plain log records off a terminal, and the run's closing summary."""
 
@@ -121,6 +137,8 @@ class RunLogHook:
             if target is not None:
                 targets.append(Path(target))
         paths = result_paths(targets, self._project_path)
+        if self._run_id is not None:
+            tracking.describe_run(self._run_id, run_description(paths))
         for line in summary_lines(paths, self._run_id, tracking.tracking_uri()):
             logger.info(line)
 
