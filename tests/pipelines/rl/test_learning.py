@@ -48,7 +48,7 @@ def test_rl_raises_the_builtin_models_reward_above_its_sft_level():
     base = init_model(corpus, questions, gold, _params("model_init"))
     sft_params = {**_params("sft", "base"), "pretrain_steps": 100, "pretrain_batch_size": 8, "lr": 2.0e-3,
                   "max_steps": 80, "batch_size": 8, "probe_size": 0, "progress_bar": False}
-    sft, _ = run_sft(base, gold, practice, corpus, questions, sft_params)
+    sft, _, _ = run_sft(base, gold, practice, corpus, questions, sft_params)
 
     config = build_config(TrainConfig, {
         "algorithm": "vspo", "reward": "prs", "prs": {"schedule": False},

@@ -41,9 +41,14 @@ def test_pipeline_runs_with_test_params(tiny_tables, fresh_tiny_model, tiny_toke
         "questions": MemoryDataset(questions), "corpus": MemoryDataset(corpus),
         "params:rl": MemoryDataset(params),
         "params:agent": MemoryDataset(agent_params),
-        "rl_model": MemoryDataset(copy_mode="assign"), "rl_history": MemoryDataset()})
+        "rl_model": MemoryDataset(copy_mode="assign"), "rl_history": MemoryDataset(),
+        "rl_timings": MemoryDataset()})
     SequentialRunner().run(create_pipeline(), catalog)
     out, history = catalog.load("rl_model"), catalog.load("rl_history")
+    # Wall-clock figures go to rl_timings, never into the history a rerun reproduces.
+    timings = catalog.load("rl_timings")
+    assert not [c for c in history.columns if c.startswith(("time/", "perf/"))]
+    assert timings["step"].tolist() == [0.0, 1.0] and (timings["time/step_s"] > 0).all()
     assert out["tokenizer"] is tiny_tokenizer and out["model"] is not None
     # val_every: 1 -> a validation row before RL (step -1), then one in every step's row.
     assert history["step"].tolist() == [-1.0, 0.0, 1.0]

@@ -27,7 +27,8 @@ def test_pipeline_runs_with_test_params(tiny_tables, fresh_tiny_model, tiny_toke
         "gold_trajectories": MemoryDataset(gold), "practice_trajectories": MemoryDataset(gold.iloc[:0]),
         "corpus": MemoryDataset(corpus),
         "questions": MemoryDataset(questions), "params:sft": MemoryDataset(_test_params()),
-        "sft_model": MemoryDataset(copy_mode="assign"), "sft_metrics": MemoryDataset()})
+        "sft_model": MemoryDataset(copy_mode="assign"), "sft_metrics": MemoryDataset(),
+        "sft_timings": MemoryDataset()})
     SequentialRunner().run(create_pipeline(), catalog)
     out, metrics = catalog.load("sft_model"), catalog.load("sft_metrics")
     assert out["tokenizer"] is tiny_tokenizer and out["model"] is not None
@@ -50,9 +51,13 @@ def test_only_train_split_is_trained_on(tiny_tables, tiny_model, tiny_tokenizer)
     corpus, questions, gold = tiny_tables
     questions.loc[0, "split"] = "val"
     base = {"model": copy.deepcopy(tiny_model), "tokenizer": tiny_tokenizer}
-    _, metrics = run_sft(base, gold, gold.iloc[:0], corpus, questions,
-                         {**_test_params(), "probe_size": 0})
+    _, metrics, timings = run_sft(base, gold, gold.iloc[:0], corpus, questions,
+                                  {**_test_params(), "probe_size": 0})
     assert metrics["sft/examples"] == len(gold) - 1
+    # Seconds and tokens/s are measurements: in sft_timings, never in the metrics file.
+    assert "sft/train_seconds" in timings and "sft/train_seconds" not in metrics
+    assert not any("tokens_per_s" in k for row in metrics["history"] for k in row)
+    assert all(any(k.endswith("tokens_per_s") for k in row) for row in timings["history"])
 
 
 def test_practice_chats_join_the_phases_they_are_named_for(tiny_tables, tiny_model, tiny_tokenizer):

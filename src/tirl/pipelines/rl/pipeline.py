@@ -9,5 +9,5 @@ def create_pipeline(**kwargs) -> Pipeline:
     return pipeline([
         node(run_rl,
              inputs=["sft_model", "questions", "corpus", "params:rl", "params:agent"],
-             outputs=["rl_model", "rl_history"], name="rl"),
+             outputs=["rl_model", "rl_history", "rl_timings"], name="rl"),
     ])

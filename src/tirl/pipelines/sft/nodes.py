@@ -11,6 +11,7 @@ from tirl import tracking
 from tirl.core.agent.protocol import default_tools
 from tirl.core.config import build_config, to_dict
 from tirl.core.data.chats import chats_by_split, gold_chats, passage_texts
+from tirl.core.measurements import split_measurements
 from tirl.core.sft.config import SFTConfig
 from tirl.core.sft.loop import train_sft
 
@@ -19,8 +20,10 @@ log = logging.getLogger(__name__)
 
 def run_sft(base_model: dict[str, Any], gold_trajectories: pd.DataFrame,
             practice_trajectories: pd.DataFrame, corpus: pd.DataFrame, questions: pd.DataFrame,
-            params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(sft_model, sft_metrics)``. Trains ``base_model["model"]`` in place (the catalog
+            params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(sft_model, sft_metrics, sft_timings)``; the wall-clock figures (seconds, tokens per
+    second) are in ``sft_timings`` only, so that a rerun reproduces ``sft_metrics`` byte for
+    byte (:mod:`tirl.core.measurements`). Trains ``base_model["model"]`` in place (the catalog
     hands each node its own copy) on the gold chats of ``sft.train_splits`` only, so that
     validation questions stay unseen, plus the practice worlds' chats in
     ``sft.practice_phases``."""
@@ -47,5 +50,8 @@ def run_sft(base_model: dict[str, Any], gold_trajectories: pd.DataFrame,
     summary = tracking.prefixed(summary, "sft")
     tracking.log_metrics(summary)
     log.info("sft summary: %s", summary)
-    metrics = {**summary, "config": to_dict(config), "history": history}
-    return {"model": model, "tokenizer": base_model["tokenizer"]}, metrics
+    results, timings = split_measurements(summary, keep=())
+    split = [split_measurements(row) for row in history]
+    metrics = {**results, "config": to_dict(config), "history": [r for r, _ in split]}
+    timings = {**timings, "history": [m for _, m in split]}
+    return {"model": model, "tokenizer": base_model["tokenizer"]}, metrics, timings

@@ -9,5 +9,5 @@ def create_pipeline(**kwargs) -> Pipeline:
     return pipeline([
         node(run_sft, inputs=["base_model", "gold_trajectories", "practice_trajectories", "corpus",
                      "questions", "params:sft"],
-             outputs=["sft_model", "sft_metrics"], name="run_sft"),
+             outputs=["sft_model", "sft_metrics", "sft_timings"], name="run_sft"),
     ])
