@@ -209,3 +209,13 @@ def test_no_completions_table_when_log_completions_is_0():
     seen = []
     run_toy(toy_config(steps=1, log_completions=0), on_completions=lambda r, s: seen.append(s))
     assert seen == []
+
+
+def test_each_progress_line_shows_the_step_it_reports(caplog):
+    # Off a terminal progress is a log line per tenth; each must carry its own step's reward,
+    # not the step before's.
+    with caplog.at_level(logging.INFO, logger="tirl.progress"):
+        _, hist = run_toy(toy_config(steps=10))
+    lines = [r.getMessage() for r in caplog.records if r.name == "tirl.progress"]
+    first = next(line for line in lines if " 1/10 " in line)
+    assert f"R={hist[0]['reward/mean']:.3f}" in first, (first, hist[0]["reward/mean"])

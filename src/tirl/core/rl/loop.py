@@ -325,10 +325,11 @@ def _record(run: _Run, state: RunState, step: int, metrics: dict[str, float], *,
         on_metrics(metrics, step)
         if val:
             on_metrics(val, step + 1)
-    bar.update(1)
+    # The postfix first: a progress line is written by update() and must show this step.
     bar.set_postfix({"R": f"{metrics['reward/mean']:.3f}",
                      "kl": f"{metrics.get('actor/kl', 0.0):.4f}",
                      "zero": f"{metrics.get('vspo/zero_adv_frac', 0.0):.2f}"})
+    bar.update(1)
 
 
 def _validation(run: _Run, validate: Validate | None) -> dict[str, float]:

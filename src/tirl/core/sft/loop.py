@@ -150,8 +150,9 @@ def _run_phase(*, model: torch.nn.Module, accelerator: Any, batches: Iterator[di
         history.append(metrics)
         if on_metrics is not None and accelerator.is_main_process:
             on_metrics(metrics, first_step + step)
-        bar.update(1)
+        # The postfix first: a progress line is written by update() and must show this step.
         bar.set_postfix(loss=f"{metrics[f'{prefix}loss']:.3f}")
+        bar.update(1)
         if (step + 1) % config.log_every == 0 or step + 1 == steps:
             log.info("%s step %d/%d loss %.4f lr %.2e tok/s %.0f", desc, step + 1, steps,
                      metrics[f"{prefix}loss"], lr * scale, metrics[f"{prefix}tokens_per_s"])
