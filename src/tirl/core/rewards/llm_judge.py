@@ -194,7 +194,7 @@ class OpenAIJudge:
     def _request(self, payload: dict[str, Any]) -> JudgeVerdict:
         headers = {"Content-Type": "application/json"}
         if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key.get()}"
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
             # backoff_s * 2**(n - 1) after the n-th failed attempt: backoff_s, 2*backoff_s, ...
