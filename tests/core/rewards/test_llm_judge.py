@@ -299,7 +299,8 @@ def test_api_key_never_shown(chat_server, caplog, monkeypatch):
     assert server.requests[0]["auth"] == f"Bearer {SECRET}"
     # From the environment too; and without any key no header is sent.
     monkeypatch.setenv("MY_JUDGE_KEY", SECRET)
-    assert OpenAIJudge(server.base_url, "m", api_key_env="MY_JUDGE_KEY")._api_key.get_secret_value() == SECRET
+    from_env = OpenAIJudge(server.base_url, "m", api_key_env="MY_JUDGE_KEY")
+    assert from_env._api_key.get_secret_value() == SECRET
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server2 = chat_server(("reply", MATCH))
     OpenAIJudge(server2.base_url, "m").judge(**ITEM)
