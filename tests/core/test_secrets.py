@@ -49,10 +49,24 @@ def test_named_credentials_are_found_by_name_and_unknown_names_list_the_known(mo
 
 def test_secret_never_shows_and_is_redacted():
     s = Secret(f"  {KEY}\n")  # surrounding whitespace (a copied key) is not part of it
-    assert s.get() == KEY and KEY not in repr(s) and KEY not in str(s) and bool(s)
+    assert s.get_secret_value() == KEY and KEY not in repr(s) and KEY not in str(s) and bool(s)
     assert not Secret(None) and not Secret("  ") and repr(Secret(None)) == "None"
     assert redact(f"Authorization: Bearer {KEY}; again {KEY}") == \
         "Authorization: Bearer ***; again ***"
+
+
+def test_secret_is_a_pydantic_secret_str_also_inside_a_model():
+    from pydantic import BaseModel, SecretStr
+
+    class Settings(BaseModel):
+        api_key: Secret
+
+    key = "sk-unit-PYDANTIC-77c0ffee12"
+    settings = Settings(api_key=f" {key} ")  # pydantic builds the field through Secret
+    assert isinstance(settings.api_key, SecretStr)
+    assert settings.api_key.get_secret_value() == key
+    assert key not in repr(settings) and key not in settings.model_dump_json()
+    assert redact(f"echo {key}") == "echo ***"  # registered on the way in
 
 
 def test_every_log_record_is_redacted_where_it_is_made(caplog):

@@ -7,11 +7,11 @@ hook refuses the run before anything is written. Keys come from Kedro's credenti
 (``conf/local/credentials.yml``, handed to :func:`provide_credentials` by the hook and named
 in the parameters, as catalog datasets name theirs) or from the environment.
 
-Every secret the process holds is registered (:class:`Secret`, :func:`provide_credentials`)
-and :func:`redact` replaces it with ``***`` in any text: log records (a record factory
-installed with the first secret, so every handler, the console included, sees the redacted
-text), MLflow params, tags and text artifacts (``tirl.tracking``), error messages. The
-registry is process-wide on purpose: a log line or a tag can come from anywhere.
+Every secret the process holds is registered (:class:`Secret`, a pydantic ``SecretStr``, and
+:func:`provide_credentials`) and :func:`redact` replaces it with ``***`` in any text: log
+records (a record factory installed with the first secret, so every handler, the console
+included, sees the redacted text), MLflow params, tags and text artifacts (``tirl.tracking``),
+error messages. The registry is process-wide on purpose: a log line or a tag can come from anywhere.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import threading
 import traceback
 from collections.abc import Mapping
 from typing import Any
+
+from pydantic import SecretStr
 
 __all__ = ["MASK", "Secret", "contains_secret", "credentials", "provide_credentials", "redact",
            "register", "scrub_exception", "secret_parameters"]
@@ -80,25 +82,25 @@ def contains_secret(text: Any) -> bool:
     return isinstance(text, str) and any(s in text for s in tuple(_known))
 
 
-class Secret:
-    """Holds a credential: its repr and str never show it, and :func:`redact` hides it."""
+class Secret(SecretStr):
+    """Holds a credential: pydantic's :class:`~pydantic.SecretStr` (its repr and str never
+    show it, nor does a pydantic model that holds it), registered so that :func:`redact`
+    hides it from every text; surrounding whitespace is dropped, and no value (``None`` or
+    blank) is no key: false, ``repr`` ``None``.
 
-    __slots__ = ("_value",)
+    >>> key = Secret(" sk-doctest-secret-42 ")
+    >>> key, str(key), key.get_secret_value()
+    (Secret('**********'), '**********', 'sk-doctest-secret-42')
+    >>> bool(Secret(None)), Secret("  ")
+    (False, None)
+    """
 
     def __init__(self, value: str | None):
-        self._value = value.strip() if isinstance(value, str) and value.strip() else None
-        register(self._value)
-
-    def get(self) -> str | None:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return self._value is not None
+        super().__init__(value.strip() if isinstance(value, str) else "")
+        register(self.get_secret_value())
 
     def __repr__(self) -> str:
-        return repr(MASK) if self._value else "None"
-
-    __str__ = __repr__
+        return super().__repr__() if self else "None"
 
 
 # --- where keys come from ------------------------------------------------------------------

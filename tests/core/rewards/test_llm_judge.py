@@ -184,11 +184,15 @@ def test_timeout_then_valid_answer_on_retry(chat_server):
     assert verdict.match and len(server.requests) == 2 and sleeps == [0.01]
 
 
-def test_5xx_then_success_with_exponential_backoff(chat_server):
+def test_5xx_then_success_with_exponential_backoff(chat_server, caplog):
     server = chat_server(("status", 503), ("status", 500), ("reply", MATCH))
     sleeps = []
-    assert _judge(server, sleeps).judge(**ITEM).score == 0.9
+    with caplog.at_level(logging.WARNING, logger="tirl.core.rewards.llm_judge"):
+        assert _judge(server, sleeps).judge(**ITEM).score == 0.9
     assert len(server.requests) == 3 and sleeps == [0.01, 0.02]
+    assert [r.getMessage() for r in caplog.records] == [
+        "judge judge-model: HTTP 503; retry 1/2 in 0.01 s",
+        "judge judge-model: HTTP 500; retry 2/2 in 0.02 s"]
 
 
 @pytest.mark.parametrize("action", [("reply", "It's a Match, 9/10."), ("raw", b"<html>oops"),
@@ -220,6 +224,41 @@ def test_cache_second_call_hits_no_server(chat_server, tmp_path):
     judge.judge(**{**ITEM, "answer": "Someone else."})
     assert len(server.requests) == 3
     assert len(JudgeCache(tmp_path)) == 3
+
+
+#: One writer process: 20 keys every writer shares, 20 of its own with a long rationale.
+WRITER = """
+import sys
+from tirl.core.rewards.llm_judge import JudgeCache
+from tirl.core.types import JudgeVerdict
+cache, worker, n = JudgeCache(sys.argv[1]), int(sys.argv[2]), 20
+for i in range(n):
+    cache.put(JudgeCache.key("shared", i), JudgeVerdict(i / n, True, f"w{worker}"))
+    cache.put(JudgeCache.key("own", worker, i), JudgeVerdict(0.5, False, "x" * 50_000))
+"""
+
+
+def test_cache_is_shared_by_concurrent_processes(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(w)], env=env)
+             for w in range(3)]
+    assert [p.wait(120) for p in procs] == [0, 0, 0]
+    cache = JudgeCache(tmp_path)
+    assert len(cache) == 20 + 3 * 20  # one entry per key, whichever process wrote it last
+    shared = cache.get(JudgeCache.key("shared", 7))
+    assert shared.score == 7 / 20 and shared.rationale in {"w0", "w1", "w2"}
+    # A verdict too long to sit in SQLite (diskcache puts it in a file) comes back whole.
+    assert cache.get(JudgeCache.key("own", 2, 19)).rationale == "x" * 50_000
+    assert cache.get(JudgeCache.key("own", 3, 0)) is None
+
+
+def test_cache_ignores_the_old_sqlite_file(tmp_path):
+    (tmp_path / "judge_cache.sqlite").write_bytes(b"not read")
+    cache = JudgeCache(tmp_path)
+    assert len(cache) == 0 and cache.path == tmp_path / "judge_cache"
 
 
 def test_errors_are_not_cached(chat_server, tmp_path):
@@ -260,7 +299,8 @@ def test_api_key_never_shown(chat_server, caplog, monkeypatch):
     assert server.requests[0]["auth"] == f"Bearer {SECRET}"
     # From the environment too; and without any key no header is sent.
     monkeypatch.setenv("MY_JUDGE_KEY", SECRET)
-    assert OpenAIJudge(server.base_url, "m", api_key_env="MY_JUDGE_KEY")._api_key.get() == SECRET
+    from_env = OpenAIJudge(server.base_url, "m", api_key_env="MY_JUDGE_KEY")
+    assert from_env._api_key.get_secret_value() == SECRET
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server2 = chat_server(("reply", MATCH))
     OpenAIJudge(server2.base_url, "m").judge(**ITEM)

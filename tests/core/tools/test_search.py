@@ -323,6 +323,18 @@ def test_remote_failures_raise_clear_errors_and_become_error_texts(server, mode,
     assert len(server.requests) == (6 if mode == "500" else 2)
 
 
+def test_remote_backoff_that_would_pass_the_deadline_is_not_taken(server):
+    server.mode = "500"
+    sleeps = []
+    retriever = RemoteRetriever(server.url, timeout_s=2.0, max_retries=5, backoff_s=0.5,
+                                sleep=sleeps.append)
+    # Recorded pauses take no time: each is set against the time left, 0.5 and 1 s fit in
+    # the 2 s deadline, the third pause (2 s) would reach it, so the call ends there.
+    with pytest.raises(RemoteSearchError, match=re.escape("HTTP 500 (after 3 attempts)")):
+        retriever.retrieve(["q"], 1)
+    assert sleeps == [0.5, 1.0] and len(server.requests) == 3
+
+
 def test_remote_timeout(server):
     server.mode = "slow"
     tool = _remote(server, timeout_s=0.2, max_retries=1)

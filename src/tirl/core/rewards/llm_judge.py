@@ -2,7 +2,8 @@
 
 Both follow :class:`tirl.core.types.Judge` and share one prompt and one strict verdict format
 (docs/rewards.md, "Judges"), defined in :mod:`tirl.core.rewards.judge_format`; verdicts are
-cached on disk (:class:`JudgeCache`).
+cached on disk (:class:`JudgeCache`, diskcache); the OpenAI judge's retries and backoff are
+tenacity's.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import diskcache
+import tenacity
 
 from tirl.core.rewards.judge_format import (DEFAULT_PROMPT_TEMPLATE, JudgeError,
                                            VerdictParseError, check_template, parse_verdict,
@@ -39,51 +42,47 @@ __all__ = [
 
 
 class JudgeCache:
-    """Verdicts on disk (SQLite, stdlib), keyed by a hash of the model and the full request.
+    """Verdicts on disk (:mod:`diskcache`, in ``cache_dir/judge_cache/``), keyed by a hash
+    of the model and the full request.
 
-    Safe across threads (one connection behind a lock) and processes (SQLite locking, WAL).
-    Only parsed verdicts are stored, never errors.
+    diskcache is SQLite underneath: each write is one transaction (a reader sees a verdict
+    whole or not at all), and the cache is safe across threads (a connection per thread) and
+    processes (SQLite locking; a forked child opens its own connection). Nothing is evicted
+    (``eviction_policy="none"``): a verdict is kept for as long as the directory is. Values are
+    JSON text, not pickles, so that a cache directory never executes what it holds. Only parsed
+    verdicts are stored, never errors.
     """
 
     def __init__(self, cache_dir: str | os.PathLike):
-        path = Path(cache_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        self.path = path / "judge_cache.sqlite"
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-        with self._lock, self._conn:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("CREATE TABLE IF NOT EXISTS verdicts "
-                               "(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self.path = Path(cache_dir) / "judge_cache"
+        self._cache = diskcache.Cache(self.path, timeout=30, eviction_policy="none")
 
     @staticmethod
     def key(*parts: Any) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
 
     def get(self, key: str) -> JudgeVerdict | None:
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM verdicts WHERE key = ?",
-                                     (key,)).fetchone()
-        if row is None:
+        value = self._cache.get(key)
+        if value is None:
             return None
-        v = json.loads(row[0])
+        v = json.loads(value)
         return JudgeVerdict(score=float(v["score"]), match=bool(v["match"]),
                             rationale=str(v.get("rationale", "")))
 
     def put(self, key: str, verdict: JudgeVerdict) -> None:
-        value = json.dumps({"score": verdict.score, "match": verdict.match,
-                            "rationale": verdict.rationale})
-        with self._lock, self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO verdicts (key, value) VALUES (?, ?)",
-                               (key, value))
+        self._cache.set(key, json.dumps({"score": verdict.score, "match": verdict.match,
+                                         "rationale": verdict.rationale}))
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0])
+        return len(self._cache)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._cache.close()
+
+
+class _Retryable(Exception):
+    """Internal: an attempt failed in a way the next one may not (a timeout, a 5xx, an
+    unparseable verdict); the message says how."""
 
 
 def _judge_items(judge: Any, items: Sequence[Mapping[str, Any]], max_workers: int
@@ -193,53 +192,60 @@ class OpenAIJudge:
         return _judge_items(self, items, self.max_concurrency)
 
     def _request(self, payload: dict[str, Any]) -> JudgeVerdict:
-        import requests
-
         headers = {"Content-Type": "application/json"}
         if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key.get()}"
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                delay = self.backoff_s * 2 ** (attempt - 1)
-                log.warning("judge %s: %s; retry %d/%d in %.2g s", self.model, last, attempt,
-                            self.max_retries, delay)
-                self._sleep(delay)
-            try:
-                with self._slots:
-                    with self._count_lock:
-                        self.num_requests += 1
-                    resp = requests.post(self.url, json=payload, headers=headers,
-                                         timeout=self.timeout_s)
-            except requests.Timeout:
-                last = f"no answer within {self.timeout_s:g} s"
-                continue
-            except requests.ConnectionError as exc:
-                last = f"connection to {self.url} failed ({type(exc).__name__})"
-                continue
-            except requests.RequestException as exc:  # e.g. InvalidHeader quotes the header
-                raise JudgeError(f"judge {self.model} at {self.url}: {type(exc).__name__}: "
-                                 f"{redact(str(exc))[:200]}") from None
-            if resp.status_code == 429 or resp.status_code >= 500:
-                last = f"HTTP {resp.status_code}"
-                continue
-            # A server may echo the request (its Authorization header included) in a body:
-            # redact before cutting, or a key cut in half would show its first part.
-            if resp.status_code >= 400:
-                raise JudgeError(f"judge {self.model} at {self.url}: HTTP {resp.status_code}: "
-                                 f"{redact(resp.text)[:200]}")
-            try:
-                content = resp.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                last = f"malformed chat-completions body: {redact(resp.text)[:100]!r}"
-                continue
-            try:
-                return parse_verdict(content)
-            except VerdictParseError as exc:
-                last = redact(str(exc))
-                continue
-        raise JudgeError(f"judge {self.model} at {self.url}: {last} "
-                         f"(after {self.max_retries + 1} attempts)")
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            # backoff_s * 2**(n - 1) after the n-th failed attempt: backoff_s, 2*backoff_s, ...
+            wait=tenacity.wait_exponential(multiplier=self.backoff_s, exp_base=2),
+            retry=tenacity.retry_if_exception_type(_Retryable),
+            before_sleep=self._log_retry, sleep=self._sleep, reraise=True)
+        try:
+            return retrying(self._attempt, payload, headers)
+        except _Retryable as exc:
+            raise JudgeError(f"judge {self.model} at {self.url}: {exc} "
+                             f"(after {self.max_retries + 1} attempts)") from None
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        log.warning("judge %s: %s; retry %d/%d in %.2g s", self.model,
+                    state.outcome.exception(), state.attempt_number, self.max_retries,
+                    state.upcoming_sleep)
+
+    def _attempt(self, payload: dict[str, Any], headers: dict[str, str]) -> JudgeVerdict:
+        """One request -> its verdict; :class:`_Retryable` for a failure another attempt may
+        not repeat, :class:`JudgeError` for one it would (a 4xx, a bad header)."""
+        import requests
+
+        try:
+            with self._slots:
+                with self._count_lock:
+                    self.num_requests += 1
+                resp = requests.post(self.url, json=payload, headers=headers,
+                                     timeout=self.timeout_s)
+        except requests.Timeout:
+            raise _Retryable(f"no answer within {self.timeout_s:g} s") from None
+        except requests.ConnectionError as exc:
+            raise _Retryable(f"connection to {self.url} failed ({type(exc).__name__})") from None
+        except requests.RequestException as exc:  # e.g. InvalidHeader quotes the header
+            raise JudgeError(f"judge {self.model} at {self.url}: {type(exc).__name__}: "
+                             f"{redact(str(exc))[:200]}") from None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Retryable(f"HTTP {resp.status_code}")
+        # A server may echo the request (its Authorization header included) in a body:
+        # redact before cutting, or a key cut in half would show its first part.
+        if resp.status_code >= 400:
+            raise JudgeError(f"judge {self.model} at {self.url}: HTTP {resp.status_code}: "
+                             f"{redact(resp.text)[:200]}")
+        try:
+            content = resp.json()["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise _Retryable(f"malformed chat-completions body: "
+                             f"{redact(resp.text)[:100]!r}") from None
+        try:
+            return parse_verdict(content)
+        except VerdictParseError as exc:
+            raise _Retryable(redact(str(exc))) from None
 
     def close(self) -> None:
         if self.cache is not None:

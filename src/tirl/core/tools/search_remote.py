@@ -4,6 +4,9 @@
 One deadline per call, end to end (``timeout_s``): the client speaks HTTP through the
 standard library's ``http.client`` because requests' timeouts bound each socket read, not the
 call, and a server that trickles a byte per read held a call for 93 s at ``timeout_s: 3``.
+The retries are tenacity's, with a stop of their own for the deadline (urllib3's ``Retry``
+counts attempts and backs off but knows no deadline for the whole call, and it retries inside
+urllib3's own connection pool, where the watchdog cannot reach the socket).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import tenacity
 
 from tirl.core.tools.search_backends import Passage
 
@@ -52,6 +57,11 @@ def _parse_remote_doc(item: Any) -> Passage:
 
 class _DeadlinePassed(Exception):
     """Internal: the call's deadline passed during an exchange."""
+
+
+class _Retryable(Exception):
+    """Internal: an exchange failed in a way the next one may not (a connection error, a
+    5xx); the message says how."""
 
 
 def _post_once(url: urllib.parse.SplitResult, body: bytes, deadline: float,
@@ -147,40 +157,48 @@ class RemoteRetriever:
     def _post(self, payload: dict[str, Any], budget: float) -> Any:
         deadline = time.monotonic() + budget
         body = json.dumps(payload).encode("utf-8")
-        last, attempts = "", 0
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                pause = self.backoff_s * 2 ** (attempt - 1)
-                if time.monotonic() + pause >= deadline:
-                    break  # no time for another attempt
-                self._sleep(pause)
-            attempts += 1
-            try:
-                status, data = _post_once(self._url, body, deadline, self.max_response_bytes)
-            except _DeadlinePassed:
-                last = f"no answer within {budget:g} s"
-                break
-            except RemoteSearchError as exc:
-                raise RemoteSearchError(f"{self.url}: {exc}") from None
-            except (OSError, http.client.HTTPException) as exc:
-                last = f"connection failed ({type(exc).__name__})"
-                continue
-            if status >= 500:
-                last = f"HTTP {status}"
-                continue
-            text = data.decode("utf-8", "replace")
-            if status >= 400:
-                raise RemoteSearchError(f"{self.url}: HTTP {status}: {text[:200]}")
-            try:
-                return json.loads(text)
-            except RecursionError:
-                raise RemoteSearchError(f"{self.url}: answer is not JSON: nested too deeply "
-                                        f"({len(data)} bytes)") from None
-            except ValueError:
-                raise RemoteSearchError(f"{self.url}: answer is not JSON: "
-                                        f"{text[:100]!r}") from None
+
+        def no_time_left(state: tenacity.RetryCallState) -> bool:
+            return time.monotonic() + state.upcoming_sleep >= deadline
+
+        retrying = tenacity.Retrying(
+            # A pause that would reach the deadline is not taken: the call ends there.
+            stop=tenacity.stop_after_attempt(self.max_retries + 1) | no_time_left,
+            wait=tenacity.wait_exponential(multiplier=self.backoff_s, exp_base=2),
+            retry=tenacity.retry_if_exception_type(_Retryable),
+            sleep=self._sleep, reraise=True)
+        try:
+            return retrying(self._attempt, body, deadline)
+        except _Retryable as exc:
+            last = str(exc)
+        except _DeadlinePassed:
+            last = f"no answer within {budget:g} s"
+        attempts = retrying.statistics["attempt_number"]
         plural = "" if attempts == 1 else "s"
         raise RemoteSearchError(f"{self.url}: {last} (after {attempts} attempt{plural})")
+
+    def _attempt(self, body: bytes, deadline: float) -> Any:
+        """One exchange -> the parsed answer; :class:`_Retryable` for a connection error or a
+        5xx, :class:`RemoteSearchError` for what fails at once."""
+        try:
+            status, data = _post_once(self._url, body, deadline, self.max_response_bytes)
+        except RemoteSearchError as exc:
+            raise RemoteSearchError(f"{self.url}: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+        if status >= 500:
+            raise _Retryable(f"HTTP {status}")
+        text = data.decode("utf-8", "replace")
+        if status >= 400:
+            raise RemoteSearchError(f"{self.url}: HTTP {status}: {text[:200]}")
+        try:
+            return json.loads(text)
+        except RecursionError:
+            raise RemoteSearchError(f"{self.url}: answer is not JSON: nested too deeply "
+                                    f"({len(data)} bytes)") from None
+        except ValueError:
+            raise RemoteSearchError(f"{self.url}: answer is not JSON: "
+                                    f"{text[:100]!r}") from None
 
     def retrieve(self, queries: Sequence[str], k: int, *,
                  timeout_s: float | None = None) -> list[list[Passage]]:
