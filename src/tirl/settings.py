@@ -32,5 +32,6 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
     # conf/test and conf/local only state what they change; nested keys merge into base.
+    # (tirl.variants.project_parameters reads parameters with the same three settings.)
     "merge_strategy": {"parameters": "soft"},
 }

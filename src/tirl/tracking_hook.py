@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import warnings
+
 from kedro.framework.hooks import hook_impl
-from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
+
+with warnings.catch_warnings():
+    # kedro-mlflow's import defines MLflow pyfunc models, and MLflow warns at definition
+    # time about their type hints: noise at the start of every run, about code not ours.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.pyfunc")
+    from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
 
 
 class TrackingHook(MlflowHook):

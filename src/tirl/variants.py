@@ -81,6 +81,18 @@ class RunKey:
         return self.variant if len(seeds) == 1 else self.folder
 
 
+def project_parameters(conf_source: str | Path = "conf", env: str | None = None,
+                       runtime_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The resolved parameters (base, then ``env``, then ``runtime_params``), read the way
+    ``settings.CONFIG_LOADER_ARGS`` reads them, without bootstrapping Kedro (which sets up
+    logging and hooks): for what must be known before a run starts."""
+    loader = OmegaConfigLoader(str(conf_source), base_env="base",
+                               default_run_env=env or os.environ.get("KEDRO_ENV") or "local",
+                               merge_strategy={"parameters": "soft"},
+                               runtime_params=runtime_params or {})
+    return dict(loader["parameters"])
+
+
 def configured_seeds(conf_source: str | Path = "conf", env: str | None = None,
                      key: str = "seeds") -> list[int]:
     """``experiments.<key>`` from the project configuration (base, then ``env``).
@@ -94,9 +106,7 @@ def configured_seeds(conf_source: str | Path = "conf", env: str | None = None,
     """
     env = env or os.environ.get("KEDRO_ENV") or "local"
     try:
-        loader = OmegaConfigLoader(str(conf_source), base_env="base", default_run_env=env,
-                                   merge_strategy={"parameters": "soft"})
-        section = loader["parameters"].get("experiments", {})
+        section = project_parameters(conf_source, env).get("experiments", {})
         seeds = section.get(key) if section.get(key) is not None else section.get("seeds", [0])
     except Exception as exc:  # a broken config surfaces again, clearly, when the run loads it
         logger.debug("could not read experiments.%s (%s); using [0]", key, exc)
