@@ -422,9 +422,10 @@ def eval_bars_figure(summaries: pd.DataFrame, metric: str = "exact_match",
             else pd.DataFrame(columns=GAIN_COLUMNS))
     paired = not part.empty
     benches = _benchmarks(table) if not table.empty else []
-    fig, axes = plt.subplots(1, 2 if paired else 1, squeeze=False,
-                             figsize=(max(6.0, 0.5 * len(benches) * max(len(table), 1))
-                                      * (2 if paired else 1) * 0.75, 4.2))
+    # the gains panel under the bars: the same benchmarks, on the same x positions
+    fig, axes = plt.subplots(2 if paired else 1, 1, squeeze=False,
+                             figsize=(max(6.0, 0.3 * len(benches) * max(len(table), 1) + 1.5),
+                                      3.8 * (2 if paired else 1)))
     ax = axes[0][0]
     width = 0.8 / max(len(table), 1)
     x = np.arange(len(benches))
@@ -455,7 +456,7 @@ def eval_bars_figure(summaries: pd.DataFrame, metric: str = "exact_match",
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
     if paired:
-        _gains_panel(axes[0][1], part, benches, metric, baseline, colors)
+        _gains_panel(axes[1][0], part, benches, metric, baseline, colors)
     fig.tight_layout()
     return fig
 
