@@ -103,6 +103,11 @@ def test_registry_lists_every_pipeline():
     assert {n.name for n in pipelines[DIRECT_INFERENCE].nodes} >= {"init_model",
                                                                  "direct_inference.seed0.evaluate"}
     assert "run_sft" not in {n.name for n in pipelines[DIRECT_INFERENCE].nodes}
+    # a single variant's report fills no ablation cell (no ablation.md); every report reads
+    # the SFT loss curve that run_sft writes
+    single = {n.name: n for n in pipelines["vspo_prs"].nodes}["vspo_prs.build_report"]
+    assert "vspo_prs.ablation_md" not in single.outputs and "sft_metrics" in single.inputs
+    assert "compare.ablation_md" in by_name["compare.build_report"].outputs
     assert {f"{v}.seed0.rl" for v in ABLATION} <= \
         {n.name for n in pipelines["vspo_ablation"].nodes}
 
@@ -137,8 +142,10 @@ def test_seed_lists_come_from_the_chosen_environment(tmp_path: Path, monkeypatch
 def test_compare_writes_the_report(compared: Path):
     report = compared / "data" / "08_reporting" / "compare"
     for name in ("comparison.md", "comparison.csv", "ablation.md", "reward_curves.png",
-                 "zero_advantage.png", "eval_bars.png", "gains.csv"):
+                 "training_curves.png", "zero_advantage.png", "eval_bars.png", "gains.csv"):
         assert (report / name).stat().st_size > 0, name
+    # compare runs none of the ablation grid: the file names the command that does
+    assert "kedro run --pipelines=vspo_ablation" in (report / "ablation.md").read_text()
     table = pd.read_csv(report / "comparison.csv")
     assert set(table["variant"]) == {*AS_IS, *VARIANTS}
     # the paper's Table 2 order: direct inference, SFT, then the RL variants

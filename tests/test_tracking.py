@@ -1,6 +1,8 @@
 """tracking: metrics callback and child runs against a real (SQLite) MLflow store."""
 
 import mlflow
+import pandas as pd
+import pytest
 
 from tirl import tracking
 
@@ -52,6 +54,61 @@ def test_load_eval_summaries_rebuilds_rows(store):
     overall = df[df.benchmark == "all"].sort_values(["variant", "seed"])
     assert overall["exact_match"].tolist() == [0.2, 0.5, 0.7]
     assert set(df.columns) >= {"variant", "seed", "run_id", "benchmark", "exact_match"}
+
+
+def _chain(name, commit, source, variants):
+    """A ``kedro run`` as the hooks tag it: data_prep params on the parent, a child per
+    variant with its eval metrics (and an RL curve)."""
+    with mlflow.start_run(run_name=name) as parent:
+        mlflow.set_tags({"git_commit": commit, "kedro_env": "test"})
+        mlflow.log_params({"data_prep.source": source, "data_prep.corpus": "auto"})
+        for variant, em in variants.items():
+            with mlflow.start_run(run_name=variant, nested=True):
+                mlflow.set_tags({"git_commit": commit, "variant": variant, "seed": "0"})
+                tracking.log_metrics({"eval/all/exact_match": em})
+                for step in range(2):
+                    mlflow.log_metrics({"rl/reward/mean": em + step, "rl/val/exact_match": em},
+                                       step=step)
+    return parent.info.run_id
+
+
+def test_load_eval_summaries_selects_a_parent_run_or_a_commit(store):
+    old = _chain("old", "aaa111", "flashrag", {"vspo_prs": 0.1})
+    new = _chain("new", "bbb222", "world", {"vspo_prs": 0.6, "grpo_prs": 0.4})
+    with mlflow.start_run():  # a later run without evaluation results is not "the newest"
+        tracking.log_metrics({"sft/loss": 1.0})
+    assert tracking.newest_parent_run("t") == new
+    df = tracking.load_eval_summaries("t", parent_run_id=new)
+    assert sorted(df["variant"]) == ["grpo_prs", "vspo_prs"]
+    assert set(df["parent_run_id"]) == {new} and set(df["data"]) == {"world @ test"}
+    by_commit = tracking.load_eval_summaries("t", git_commit="AAA1")  # prefix, any case
+    assert by_commit[["variant", "data", "exact_match"]].values.tolist() == [
+        ["vspo_prs", "flashrag @ test", 0.1]]
+    assert set(by_commit["parent_run_id"]) == {old}
+    assert len(tracking.load_eval_summaries("t")) == 3  # no filter: every variant run
+    with pytest.raises(ValueError, match="git_commit 'ccc'.*aaa111"):
+        tracking.load_eval_summaries("t", git_commit="ccc")
+    with pytest.raises(ValueError, match="parent_run_id 'nope'"):
+        tracking.load_eval_summaries("t", parent_run_id="nope")
+
+
+def test_load_histories_has_the_rl_history_shape(store):
+    _chain("one", "aaa111", "world", {"vspo_prs": 0.5})
+    run_id = tracking.load_eval_summaries("t")["run_id"].iloc[0]
+    hist = tracking.load_histories({run_id: "vspo_prs"}, "rl", ["reward/mean", "val/exact_match"])
+    hist = hist.sort_values("step")
+    # the val/ figure logged at updates done (1, 2) sits on the step before, as in history.csv
+    assert hist["step"].tolist() == [-1, 0, 1]
+    assert hist["reward/mean"].tolist()[1:] == [0.5, 1.5] and pd.isna(hist["reward/mean"].iloc[0])
+    assert hist["val/exact_match"].tolist()[:2] == [0.5, 0.5]
+    assert set(hist["variant"]) == {"vspo_prs"} and set(hist["seed"]) == {0}
+
+
+def test_newest_parent_run_needs_an_evaluated_run(store):
+    with mlflow.start_run():
+        tracking.log_metrics({"sft/loss": 1.0})
+    with pytest.raises(ValueError, match="no run with evaluation results"):
+        tracking.newest_parent_run("t")
 
 
 def test_log_outputs_writes_text_and_tables(store, tmp_path):

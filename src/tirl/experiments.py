@@ -147,10 +147,11 @@ def experiment_pipelines(stages: Mapping[str, Pipeline], seeds: Sequence[int],
     for variant, overrides in VARIANTS.items():
         # A variant run also evaluates its SFT starting point and writes the two side by side
         # (data/08_reporting/<variant>/comparison.md), so its gain over SFT is in the run.
+        # One variant fills no cell of the ablation grid: its report has no ablation.md.
         out[variant] = (shared + as_is_pipeline(SFT_ONLY, seeds)
                         + variant_pipeline(variant, overrides, seeds)
                         + report_pipeline({variant: overrides}, seeds, as_is=[SFT_ONLY],
-                                          prefix=variant))
+                                          prefix=variant, ablation=False))
     out[SFT_ONLY] = shared + as_is_pipeline(SFT_ONLY, seeds)
     # The untrained base needs no SFT: data prep and model_init only.
     out[DIRECT_INFERENCE] = (stages["data_prep"] + stages["model_init"]

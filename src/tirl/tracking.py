@@ -270,32 +270,128 @@ def log_outputs(outputs: Mapping[str, Any]) -> None:
             mlflow.log_text(redact(value.to_csv(index=False)), f"{name}.csv")
 
 
-def load_eval_summaries(experiment: str = "tirl", tracking_uri: str | None = None):
-    """Evaluation summaries of every variant run in ``experiment``, rebuilt from MLflow.
+PARENT_TAG = "mlflow.parentRunId"
 
-    One row per (run, benchmark) with columns ``variant``, ``seed``, ``run_id``,
-    ``benchmark`` and each ``eval/<benchmark>/<metric>`` metric as ``<metric>`` — the shape
-    :func:`tirl.core.eval.report.comparison_table` takes. Runs without a ``variant`` tag
-    (stage runs, parents of comparisons) are skipped.
-    """
-    import pandas as pd
 
+def _experiment_runs(experiment: str, tracking_uri: str | None) -> list[Any]:
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         raise ValueError(f"no MLflow experiment named {experiment!r} at "
                          f"{mlflow.get_tracking_uri()}")
+    return mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list",
+                              order_by=["attributes.start_time DESC"])
+
+
+def _has_eval(run: Any) -> bool:
+    return "variant" in run.data.tags and any(k.startswith("eval/") for k in run.data.metrics)
+
+
+def newest_parent_run(experiment: str = "tirl", tracking_uri: str | None = None) -> str:
+    """The id of the newest top-level run (a ``kedro run``) that holds evaluation results,
+    in its own variant run (a single variant's chain) or in its children (``compare``)."""
+    runs = _experiment_runs(experiment, tracking_uri)
+    evaluated = {r.data.tags.get(PARENT_TAG) or r.info.run_id for r in runs if _has_eval(r)}
+    for run in runs:  # newest first
+        if PARENT_TAG not in run.data.tags and run.info.run_id in evaluated:
+            return run.info.run_id
+    raise ValueError(f"no run with evaluation results (eval/... metrics on a run tagged "
+                     f"'variant') in MLflow experiment {experiment!r} at "
+                     f"{mlflow.get_tracking_uri()}")
+
+
+def data_source(params: Mapping[str, str], tags: Mapping[str, str]) -> str:
+    """What a run's questions came from, as a label to group by: ``data_prep.source`` (with
+    the FlashRAG file's name), the corpus when not ``auto``, and the Kedro env (``conf/test``
+    builds a smaller world than ``conf/base``). Where the chain did not run ``data_prep``
+    (a DVC stage runs one node), the ``dvc.lock`` hash the data came from stands in.
+
+    >>> data_source({"data_prep.source": "world", "data_prep.corpus": "auto"},
+    ...             {"kedro_env": "test"})
+    'world @ test'
+    >>> data_source({}, {"kedro_env": "local", "dvc_lock_hash": "ab12"})
+    'dvc.lock ab12 @ local'
+    """
+    source = params.get("data_prep.source")
+    if source is None:
+        label = f"dvc.lock {tags.get('dvc_lock_hash', 'unknown')}"
+    else:
+        label = source
+        questions = params.get("data_prep.flashrag.questions_path")
+        if source == "flashrag" and questions not in (None, "None"):
+            label += f":{questions.replace(chr(92), '/').rsplit('/', 1)[-1]}"
+        corpus = params.get("data_prep.corpus", "auto")
+        if corpus != "auto":
+            label += f" + corpus {corpus}"
+    return f"{label} @ {tags.get('kedro_env', 'local')}"
+
+
+def load_eval_summaries(experiment: str = "tirl", tracking_uri: str | None = None,
+                        parent_run_id: str | None = None, git_commit: str | None = None):
+    """Evaluation summaries of the variant runs in ``experiment``, rebuilt from MLflow.
+
+    One row per (run, benchmark) with columns ``variant``, ``seed``, ``data`` (the run's
+    :func:`data_source`, read from its top-level run), ``run_id``, ``parent_run_id`` (the
+    top-level run: its ``kedro run``), ``git_commit``, ``benchmark`` and each
+    ``eval/<benchmark>/<metric>`` metric as ``<metric>`` — the shape
+    :func:`tirl.core.eval.report.comparison_table` takes. Runs without a ``variant`` tag
+    (stage runs, parents of comparisons) are skipped. ``parent_run_id`` keeps the runs of
+    that ``kedro run`` (itself and its children); ``git_commit`` (a prefix will do) the runs
+    of that commit; neither keeps every run.
+    """
+    import pandas as pd
+
+    runs = _experiment_runs(experiment, tracking_uri)
+    by_id = {r.info.run_id: r for r in runs}
+    if parent_run_id and parent_run_id not in by_id:
+        raise ValueError(f"parent_run_id {parent_run_id!r}: no such run in MLflow experiment "
+                         f"{experiment!r} at {mlflow.get_tracking_uri()}")
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for run in mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list",
-                                  filter_string="tags.variant != ''"):
+    for run in runs:
         tags = run.data.tags
+        root = by_id.get(tags.get(PARENT_TAG, ""), run)
+        if "variant" not in tags or (parent_run_id and root.info.run_id != parent_run_id):
+            continue
+        commit = tags.get("git_commit", "unknown")
+        if git_commit and not commit.lower().startswith(git_commit.lower()):
+            continue
         for key, value in run.data.metrics.items():
             parts = key.split("/")
             if len(parts) != 3 or parts[0] != "eval":
                 continue
             row = rows.setdefault((run.info.run_id, parts[1]), {
                 "variant": tags["variant"], "seed": int(tags.get("seed", 0)),
-                "run_id": run.info.run_id, "benchmark": parts[1]})
+                "data": data_source(root.data.params, root.data.tags),
+                "run_id": run.info.run_id, "parent_run_id": root.info.run_id,
+                "git_commit": commit, "benchmark": parts[1]})
             row[parts[2]] = value
+    if git_commit and not rows:
+        known = sorted({r.data.tags.get("git_commit", "unknown") for r in runs if _has_eval(r)})
+        raise ValueError(f"git_commit {git_commit!r}: no evaluated run of that commit "
+                         f"(evaluated commits: {known})")
+    return pd.DataFrame(list(rows.values()))
+
+
+def load_histories(run_ids: Mapping[str, str] | Any, stage: str, keys: Any,
+                   tracking_uri: str | None = None):
+    """Per-step metrics ``<stage prefix><key>`` of the runs ``run_ids`` (run id -> label),
+    in the shape of the RL history dataset: one row per (run, step), columns ``variant``
+    (the label), ``seed``, ``step`` and each key unprefixed. As in that dataset, a
+    ``val/`` figure logged at the number of updates done sits on the step before."""
+    import pandas as pd
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    prefix = stage_prefix(stage)
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for run_id, label in dict(run_ids).items():
+        seed = int(client.get_run(run_id).data.tags.get("seed", 0))
+        for key in keys:
+            shift = 1 if key.startswith("val/") else 0
+            for m in client.get_metric_history(run_id, prefix + key):
+                row = rows.setdefault((run_id, m.step - shift), {
+                    "variant": label, "seed": seed, "step": m.step - shift})
+                row[key] = m.value
     return pd.DataFrame(list(rows.values()))

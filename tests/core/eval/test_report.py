@@ -1,7 +1,14 @@
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
 from tirl.core.eval import report
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
 
 
 @pytest.fixture
@@ -56,7 +63,7 @@ def test_markdown_marks_metrics_that_do_not_apply():
     df = pd.DataFrame([{"variant": "a", "seed": 0, "benchmark": b, "judge_score": v}
                        for b, v in (("single_hop", float("nan")), ("all", 0.5))])
     md = report.to_markdown(report.comparison_table(df, "judge_score"), "judge_score")
-    assert "| a | — | 0.500 ± 0.000 | 1 |" in md
+    assert "| a | — | 0.500 ± n/a | 1 |" in md
 
 
 def _rows(scores):
@@ -120,3 +127,150 @@ def test_paired_gains_lists_variants_in_the_given_order():
     assert list(dict.fromkeys(gains["variant"])) == ["vspo_prs", "grpo_binary", "cispo_prs"]
     assert list(dict.fromkeys(report.paired_gains(rows, ["exact_match"])["variant"])) == \
         ["cispo_prs", "grpo_binary", "vspo_prs"]
+
+
+# --- spreads, clipping, labelled axes, omitted panels -------------------------------------
+
+def _one_seed(summaries):
+    return summaries[summaries["seed"] == 0]
+
+
+def test_a_single_seed_has_no_spread(summaries):
+    table = report.comparison_table(_one_seed(summaries))
+    assert table["all_std"].isna().all() and (table["seeds"] == 1).all()
+    md = report.to_markdown(table)
+    assert "| vspo_prs | 0.600 ± n/a | 0.500 ± n/a | 1 |" in md
+    assert "± 0.000" not in md
+    # two seeds: a real spread, printed as a number
+    assert "± n/a" not in report.to_markdown(report.comparison_table(summaries))
+
+
+def test_comparison_table_groups_by_variant_and_data(summaries):
+    both = pd.concat([summaries.assign(data="world"),
+                      summaries.assign(data="flashrag", exact_match=0.0)], ignore_index=True)
+    table = report.comparison_table(both, by=("variant", "data")).set_index(["variant", "data"])
+    assert table.loc[("vspo_prs", "world"), "all"] == pytest.approx(0.55)
+    assert table.loc[("vspo_prs", "flashrag"), "all"] == 0.0
+    assert "| vspo_prs | flashrag | 0.000 ± 0.000 | 0.000 ± 0.000 | 2 |" in report.to_markdown(
+        table.reset_index())
+    with pytest.raises(ValueError, match="variant"):
+        report.comparison_table(both, by=("data",))
+
+
+def test_error_bars_are_clipped_to_the_range():
+    err = report.error_bar([0.95, 0.02, 0.5], [0.8, -0.1, float("nan")], [1.1, 0.2, 0.6],
+                           report.UNIT)
+    # below / above the centre: 0.8 -> 0.15 below, 1.1 clipped to 1 -> 0.05 above; a NaN
+    # interval draws nothing on that side
+    assert err[0].tolist() == pytest.approx([0.15, 0.02, 0.0])
+    assert err[1].tolist() == pytest.approx([0.05, 0.18, 0.1])
+    assert report.gain_bounds(report.UNIT) == (-1.0, 1.0)
+    assert report.clip_to([-2.0, 0.5, 2.0], report.gain_bounds(report.UNIT)).tolist() == \
+        [-1.0, 0.5, 1.0]
+
+
+def _history(keys, seeds=(0, 1), steps=4, value=lambda s, t: 0.9 + 0.1 * s):
+    return pd.DataFrame([{"variant": v, "seed": s, "step": t, **{k: value(s, t) for k in keys}}
+                         for v in ("a", "b") for s in seeds for t in range(steps)])
+
+
+def test_seed_bands_are_clipped_and_absent_for_one_seed():
+    panel = report.REWARD_PANELS[0]  # reward/mean in [0, 1]
+    # seeds at 0.9 and 1.0: mean 0.95, std 0.0707, so mean + std is clipped to 1
+    curves = report.seed_curves(_history(["reward/mean"]), panel)
+    assert set(curves) == {"a", "b"}
+    a = curves["a"]
+    assert (a["high"] <= 1.0).all() and a["high"].iloc[0] == 1.0
+    assert a["low"].iloc[0] == pytest.approx(0.95 - pd.Series([0.9, 1.0]).std())
+    low = report.seed_curves(_history(["reward/mean"], value=lambda s, t: 0.1 * s), panel)
+    assert (low["a"]["low"] >= 0.0).all() and low["a"]["low"].iloc[0] == 0.0
+    single = report.seed_curves(_history(["reward/mean"], seeds=(0,)), panel)["a"]
+    assert single["low"].isna().all() and (single["seeds"] == 1).all()
+    fig = report.reward_curves_figure(_history(["reward/mean"], seeds=(0,)))
+    assert not fig.axes[0].collections  # no band: one seed has no spread
+
+
+def _visible(fig):
+    return [ax for ax in fig.axes if ax.axison]
+
+
+def test_every_figure_labels_its_axes(summaries):
+    hist = _history([p.key for p in report.REWARD_PANELS + report.TRAINING_PANELS]
+                    + ["vspo/zero_adv_frac"])
+    sft = pd.DataFrame({"step": range(5), "sft/loss": [2.0, 1.5, 1.0, 0.8, 0.7],
+                        "variant": "sft", "seed": 0})
+    gains = report.paired_gains(_rows({("sft_only", 0): [0.0] * 10,
+                                       ("vspo_prs", 0): [1.0] * 3 + [0.0] * 7}),
+                                ["exact_match"])
+    rows = pd.concat([summaries, pd.DataFrame([
+        {"variant": "sft_only", "seed": 0, "benchmark": b, "exact_match": 0.2}
+        for b in ("single_hop", "all")])])
+    figures = [report.reward_curves_figure(hist), report.training_curves_figure(hist, sft),
+               report.zero_advantage_figure(hist), report.eval_bars_figure(summaries),
+               report.eval_bars_figure(rows, gains=gains)]
+    for fig in figures:
+        for ax in _visible(fig):
+            assert ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
+    titles = {ax.get_title() for ax in _visible(figures[1])}
+    assert titles == {p.title for p in report.TRAINING_PANELS}
+    sft_ax = next(ax for ax in _visible(figures[1]) if ax.get_title() == "SFT loss")
+    assert sft_ax.get_xlabel() == "SFT step" and "loss" in sft_ax.get_ylabel()
+    assert _visible(figures[0])[0].get_xlabel() == "RL step"
+    assert "[0, 1]" in _visible(figures[3])[0].get_ylabel()
+    assert "[-1, 1]" in _visible(figures[4])[1].get_ylabel()
+
+
+def test_panels_of_absent_metrics_are_omitted():
+    hist = _history(["reward/mean", "actor/kl"])  # no entropy, length, tool calls, SFT loss
+    fig = report.training_curves_figure(hist)
+    assert [ax.get_title() for ax in _visible(fig)] == ["KL to the reference"]
+    assert [ax.get_title() for ax in _visible(report.reward_curves_figure(hist))] == \
+        ["shaped reward"]
+    # a metric that is logged but all NaN counts as absent too
+    hist["actor/entropy"] = float("nan")
+    assert len(_visible(report.training_curves_figure(hist))) == 1
+    empty = report.training_curves_figure(pd.DataFrame(columns=["variant", "seed", "step"]))
+    assert not _visible(empty)  # nothing drawn, and no empty axes either
+
+
+def _bar_intervals(ax):
+    """(low, high) of every error bar drawn on ``ax``."""
+    out = []
+    for container in ax.containers:
+        if getattr(container, "errorbar", None) is None:
+            continue
+        for segments in container.errorbar.lines[2]:
+            for seg in segments.get_segments():
+                out.append((min(seg[:, 1]), max(seg[:, 1])))
+    return out
+
+
+def test_eval_bars_draw_the_paired_intervals_clipped():
+    # vspo wins every question: gain 1.0, interval [1, 1]; grpo wins half: interval around 0.5
+    rows = _rows({("sft_only", 0): [0.0] * 10, ("vspo_prs", 0): [1.0] * 10,
+                  ("grpo_prs", 0): [1.0, 0.0] * 5})
+    gains = report.paired_gains(rows, ["exact_match"])
+    summaries = pd.DataFrame([{"variant": v, "seed": 0, "benchmark": b, "exact_match": em}
+                              for v, em in (("sft_only", 0.0), ("vspo_prs", 1.0),
+                                            ("grpo_prs", 0.5))
+                              for b in ("single_hop", "all")])
+    fig = report.eval_bars_figure(summaries, gains=gains)
+    bars, gain_ax = _visible(fig)
+    em = _bar_intervals(bars)
+    assert em and all(0.0 <= lo <= hi <= 1.0 for lo, hi in em)
+    grpo = gains[(gains["variant"] == "grpo_prs") & (gains["benchmark"] == "all")].iloc[0]
+    assert any(lo == pytest.approx(0.5 + grpo["ci_low"] - grpo["gain"]) for lo, _ in em)
+    assert all(-1.0 <= lo <= hi <= 1.0 for lo, hi in _bar_intervals(gain_ax))
+    assert "paired" in bars.get_title()
+
+
+def test_ablation_markdown_fills_the_grid_or_names_the_runs(summaries):
+    grid = {"vspo_value_clip_on": {"selection": "value", "clip": "on"},
+            "vspo_none_clip_off": {"selection": "none", "clip": "off"}}
+    none_ran = report.ablation_markdown(summaries, grid)
+    assert "not run (`vspo_value_clip_on`)" in none_ran and "| value |" in none_ran
+    ran = summaries.replace({"variant": {"vspo_prs": "vspo_value_clip_on"}})
+    md = report.ablation_markdown(ran, grid)
+    assert "| selection \\ clip | on | off |" in md
+    assert "| value | 0.550 ± 0.071 (2 seeds) | — |" in md
+    assert "| none | — | not run (`vspo_none_clip_off`) |" in md

@@ -5,14 +5,22 @@ Inputs are plain DataFrames so the same functions serve the Kedro ``report`` nod
 
 * ``summaries``: one row per (variant, seed, benchmark) with the columns of
   :data:`tirl.core.eval.metrics.SUMMARY_COLUMNS`;
-* ``histories``: one row per (variant, seed, step) with the per-step training metrics;
+* ``histories``: one row per (variant, seed, step) with the per-step training metrics, named
+  as the stage's core emits them (``reward/mean``, ``actor/kl``; ``sft/loss`` for SFT);
 * ``rows``: one row per (variant, seed, question, sample) with the per-question metrics of
   :func:`tirl.core.eval.run.evaluate` (for the paired comparison, :func:`paired_gains`).
+
+A spread over seeds is the sample standard deviation; with one seed there is none, and it
+reads ``n/a`` (a table) or draws no band (a figure). Bands and error bars are clipped to the
+range the metric can take (:data:`METRIC_BOUNDS`, :class:`Panel`), so an exact match never
+shows an interval below 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -21,63 +29,177 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-REWARD_COMPONENTS = ("reward/mean", "reward/unscheduled", "reward/format", "reward/quality",
-                     "reward/exact_match", "val/exact_match")
+Bounds = tuple[float | None, float | None]
+UNIT: Bounds = (0.0, 1.0)
+NON_NEGATIVE: Bounds = (0.0, None)
+
+#: What each summary column can take, and how an axis names it: (label, bounds).
+METRIC_AXES: dict[str, tuple[str, Bounds]] = {
+    "exact_match": ("exact match [0, 1]", UNIT),
+    "f1": ("token F1 [0, 1]", UNIT),
+    "la_bleu": ("length-aware BLEU [0, 1]", UNIT),
+    "judge_score": ("judge score [0, 1]", UNIT),
+    "judge_match": ("judge match [0, 1]", UNIT),
+    "format_valid": ("format-valid rate [0, 1]", UNIT),
+    "answered": ("answered rate [0, 1]", UNIT),
+    "pass_at_k": ("pass@k [0, 1]", UNIT),
+    "tool_calls": ("tool calls per trajectory", NON_NEGATIVE),
+    "turns": ("assistant turns per trajectory", NON_NEGATIVE),
+    "tokens": ("tokens per trajectory", NON_NEGATIVE),
+}
+METRIC_BOUNDS: dict[str, Bounds] = {k: b for k, (_, b) in METRIC_AXES.items()}
+
+
+def metric_axis(metric: str) -> tuple[str, Bounds]:
+    """``(label, bounds)`` of a summary metric; an unknown one is its own name, unbounded."""
+    return METRIC_AXES.get(metric, (metric, (None, None)))
+
+
+def gain_bounds(bounds: Bounds) -> Bounds:
+    """The range of a difference of two values in ``bounds``: [0, 1] -> [-1, 1].
+
+    >>> gain_bounds((0.0, 1.0))
+    (-1.0, 1.0)
+    >>> gain_bounds((0.0, None))
+    (None, None)
+    """
+    low, high = bounds
+    if low is None or high is None:
+        return (None, None)
+    return (low - high, high - low)
+
+
+def clip_to(values: np.ndarray | pd.Series | float, bounds: Bounds) -> np.ndarray:
+    """``values`` clipped to ``bounds`` (None: open on that side); NaN stays NaN."""
+    low, high = bounds
+    return np.clip(np.asarray(values, dtype=float), -np.inf if low is None else low,
+                   np.inf if high is None else high)
+
+
+def error_bar(center: Sequence[float], low: Sequence[float], high: Sequence[float],
+              bounds: Bounds) -> np.ndarray:
+    """matplotlib's asymmetric ``yerr`` (2 x n: distances below, above ``center``) of the
+    intervals ``[low, high]`` clipped to ``bounds``; a missing interval (NaN) draws nothing.
+
+    >>> error_bar([0.9], [0.7], [1.2], (0.0, 1.0)).round(3).tolist()
+    [[0.2], [0.1]]
+    """
+    center = np.asarray(center, dtype=float)
+    below = center - clip_to(low, bounds)
+    above = clip_to(high, bounds) - center
+    return np.nan_to_num(np.clip(np.vstack([below, above]), 0.0, None), nan=0.0)
+
+
+def spread(values: pd.Series) -> float:
+    """Sample std of ``values`` over seeds; NaN with fewer than two (no spread to show)."""
+    return float(values.std(ddof=1)) if values.count() > 1 else math.nan
 
 
 def comparison_table(summaries: pd.DataFrame, metric: str = "exact_match",
-                     variant_order: Sequence[str] | None = None) -> pd.DataFrame:
-    """Variants x benchmarks: mean and (population) std of ``metric`` over seeds."""
+                     variant_order: Sequence[str] | None = None,
+                     by: Sequence[str] = ("variant",)) -> pd.DataFrame:
+    """Rows ``by`` (a variant, or e.g. variant x data source) x benchmarks: mean and sample
+    std of ``metric`` over seeds (``<benchmark>_std``, NaN for a single seed), and the
+    number of seeds. Rows: the variants of ``variant_order`` in that order (any other
+    left out), else in order of appearance."""
     if summaries.empty:
         return pd.DataFrame()
-    grouped = summaries.groupby(["variant", "benchmark"])[metric].agg(["mean", "std", "count"])
-    grouped["std"] = grouped["std"].fillna(0.0)
-    mean = grouped["mean"].unstack("benchmark")
-    std = grouped["std"].unstack("benchmark")
+    by = list(by)
+    if "variant" not in by:
+        raise ValueError(f"comparison_table: by={by} must include 'variant'")
+    at = by.index("variant")
+    order = list(summaries[by].drop_duplicates().itertuples(index=False, name=None))
+    if variant_order is not None:  # the listed variants only, in that order
+        rank = {v: i for i, v in enumerate(variant_order)}
+        order = sorted((k for k in order if k[at] in rank), key=lambda k: rank[k[at]])
+    grouped = summaries.groupby([*by, "benchmark"], sort=False)[metric]
+    mean = grouped.mean().unstack("benchmark")
+    std = grouped.agg(spread).unstack("benchmark")
     benches = [b for b in summaries["benchmark"].drop_duplicates() if b != "all"] + ["all"]
     benches = [b for b in benches if b in mean.columns]
-    order = [v for v in (variant_order or mean.index) if v in mean.index]
-    out = pd.DataFrame(index=order)
+    index = (pd.MultiIndex.from_tuples(order, names=by) if len(by) > 1
+             else pd.Index([k[0] for k in order], name=by[0]))
+    mean, std = mean.reindex(index), std.reindex(index)
+    out = pd.DataFrame(index=index)
     for b in benches:
-        out[f"{b}"] = mean.loc[order, b]
-        out[f"{b}_std"] = std.loc[order, b]
-    out["seeds"] = summaries.groupby("variant")["seed"].nunique().reindex(order)
-    out.index.name = "variant"
+        out[b] = mean[b].to_numpy()
+        out[f"{b}_std"] = std[b].to_numpy()
+    out["seeds"] = summaries.groupby(by, sort=False)["seed"].nunique().reindex(index).to_numpy()
     return out.reset_index()
 
 
+def _key_columns(table: pd.DataFrame) -> list[str]:
+    """The row-key columns of a :func:`comparison_table` (before the benchmarks)."""
+    return [c for c in table.columns if c in ("variant", "data", "run_id", "parent_run_id",
+                                              "git_commit")]
+
+
+def _benchmarks(table: pd.DataFrame) -> list[str]:
+    keys = set(_key_columns(table))
+    return [c for c in table.columns if c not in keys and c != "seeds" and not c.endswith("_std")]
+
+
+def _cell(mean: float, std: float, digits: int) -> str:
+    if pd.isna(mean):
+        return "—"  # the metric does not apply (judge on short-form)
+    return f"{mean:.{digits}f} ± " + ("n/a" if pd.isna(std) else f"{std:.{digits}f}")
+
+
 def to_markdown(table: pd.DataFrame, metric: str = "exact_match", digits: int = 3) -> str:
-    """Render :func:`comparison_table` as Markdown cells ``mean ± std``."""
+    """Render :func:`comparison_table` as Markdown cells ``mean ± std`` (``± n/a``: one seed,
+    so no spread; ``—``: the metric does not apply)."""
     if table.empty:
         return f"_no results for {metric}_\n"
-    benches = [c for c in table.columns if c not in ("variant", "seeds") and
-               not c.endswith("_std")]
-    header = "| variant | " + " | ".join(benches) + " | seeds |"
-    sep = "|" + "---|" * (len(benches) + 2)
-    lines = [f"**{metric}** (mean ± std over seeds)", "", header, sep]
+    keys, benches = _key_columns(table), _benchmarks(table)
+    header = "| " + " | ".join(keys) + " | " + " | ".join(benches) + " | seeds |"
+    sep = "|" + "---|" * (len(keys) + len(benches) + 1)
+    lines = [f"**{metric}** (mean ± sample std over seeds; n/a: a single seed)", "", header, sep]
     for _, row in table.iterrows():
-        cells = ["—" if pd.isna(row[b]) else f"{row[b]:.{digits}f} ± {row[b + '_std']:.{digits}f}"
-                 for b in benches]  # "—": the metric does not apply (judge on short-form)
-        lines.append(f"| {row['variant']} | " + " | ".join(cells) + f" | {int(row['seeds'])} |")
+        cells = [_cell(row[b], row[b + "_std"], digits) for b in benches]
+        lines.append("| " + " | ".join(str(row[k]) for k in keys) + " | " + " | ".join(cells)
+                     + f" | {int(row['seeds'])} |")
     return "\n".join(lines) + "\n"
 
 
-def ablation_table(summaries: pd.DataFrame, variants: dict[str, dict],
+def ablation_table(summaries: pd.DataFrame, variants: Mapping[str, Mapping],
                    metric: str = "exact_match") -> pd.DataFrame:
     """The selection x clip grid: rows selection, columns clip, cells mean over seeds
     of ``metric`` on the ``all`` benchmark. ``variants`` maps a variant name to its options
     (``{"selection": ..., "clip": ...}``)."""
-    overall = summaries[summaries["benchmark"] == "all"]
+    overall = summaries[summaries["benchmark"] == "all"] if len(summaries) else summaries
     rows = []
     for name, opts in variants.items():
-        vals = overall.loc[overall["variant"] == name, metric]
+        vals = overall.loc[overall["variant"] == name, metric] if len(overall) else []
         if len(vals):
             rows.append({"selection": opts.get("selection"), "clip": opts.get("clip"),
-                         "mean": float(vals.mean()), "std": float(vals.std(ddof=0))})
+                         "mean": float(vals.mean()), "std": spread(vals)})
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows)
     return df.pivot_table(index="selection", columns="clip", values="mean").reset_index()
+
+
+def ablation_markdown(summaries: pd.DataFrame, grid: Mapping[str, Mapping],
+                      metric: str = "exact_match", digits: int = 3) -> str:
+    """The ablation ``grid`` (variant -> ``{"selection", "clip"}``) as a Markdown table,
+    rows selection, columns clip: ``mean ± std`` of ``metric`` on ``all`` over seeds where
+    the run is in ``summaries``, else ``not run (`<variant>`)``, so a report without the
+    ablation still shows which run fills which cell."""
+    overall = summaries[summaries["benchmark"] == "all"] if len(summaries) else summaries
+    selections = list(dict.fromkeys(str(o.get("selection")) for o in grid.values()))
+    clips = list(dict.fromkeys(str(o.get("clip")) for o in grid.values()))
+    cells: dict[tuple[str, str], str] = {}
+    for name, opts in grid.items():
+        vals = (overall.loc[overall["variant"] == name, metric].dropna() if len(overall)
+                else pd.Series(dtype=float))
+        cells[(str(opts.get("selection")), str(opts.get("clip")))] = (
+            f"{_cell(vals.mean(), spread(vals), digits)} ({vals.count()} seed"
+            f"{'s' if vals.count() > 1 else ''})" if len(vals)
+            else f"not run (`{name}`)")
+    lines = ["| selection \\ clip | " + " | ".join(clips) + " |", "|" + "---|" * (len(clips) + 1)]
+    lines += [f"| {s} | " + " | ".join(cells.get((s, c), "—") for c in clips) + " |"
+              for s in selections]
+    return "\n".join(lines) + "\n"
 
 
 GAIN_COLUMNS = ["variant", "benchmark", "metric", "n", "baseline", "mean", "gain", "ci_low",
@@ -156,63 +278,224 @@ def gains_markdown(gains: pd.DataFrame, benchmark: str = "all", digits: int = 3,
     return "\n".join(lines) + "\n"
 
 
-def _curves(ax, histories: pd.DataFrame, key: str, title: str) -> None:
-    for variant, group in histories.groupby("variant", sort=False):
-        if key not in group or group[key].isna().all():
+@dataclass(frozen=True)
+class Panel:
+    """One training-curve panel: the history column it draws and how its axes read."""
+
+    key: str
+    title: str
+    ylabel: str
+    bounds: Bounds = (None, None)
+    source: str = "rl"  # which history holds the column: "rl" (per variant) or "sft" (shared)
+    xlabel: str = "RL step"
+
+
+#: The reward panels: the shaped reward, the same rollouts without the PRS curriculum, its
+#: components, and the held-out validation (docs/metrics.md, ``rl/...``).
+REWARD_PANELS = (
+    Panel("reward/mean", "shaped reward", "reward per trajectory [0, 1]", UNIT),
+    Panel("reward/unscheduled", "schedule-free reward", "reward, PRS schedule done [0, 1]", UNIT),
+    Panel("reward/format", "format component", "format reward paid [0, 1]", UNIT),
+    Panel("reward/quality", "answer quality S", "quality S [0, 1]", UNIT),
+    Panel("reward/exact_match", "rollout exact match", "exact match [0, 1]", UNIT),
+    # Validation rows hold the figure *after* that step's update (step -1: before RL).
+    Panel("val/exact_match", "validation exact match", "exact match [0, 1]", UNIT,
+          xlabel="RL updates done"),
+)
+
+#: What the policy does while it learns, and the SFT warm start it learns from.
+TRAINING_PANELS = (
+    # The true KL is >= 0; the band is clipped there (the k1 estimate itself may dip below).
+    Panel("actor/kl", "KL to the reference", "KL per token (nats)", NON_NEGATIVE),
+    Panel("actor/entropy", "policy entropy", "entropy per token (nats)", NON_NEGATIVE),
+    Panel("rollout/generated_tokens_mean", "response length",
+          "sampled tokens per trajectory", NON_NEGATIVE),
+    Panel("rollout/tool_calls_mean", "tool calls", "tool calls per trajectory", NON_NEGATIVE),
+    Panel("sft/loss", "SFT loss", "assistant-token loss (nats/token)", NON_NEGATIVE,
+          source="sft", xlabel="SFT step"),
+)
+
+ZERO_ADVANTAGE_PANEL = Panel("vspo/zero_adv_frac", "zero-advantage groups (before VSPO)",
+                             "fraction of groups [0, 1]", UNIT)
+
+
+def seed_curves(history: pd.DataFrame, panel: Panel) -> dict[str, pd.DataFrame]:
+    """Per variant, the panel's curve: one row per step with ``mean``, ``low``, ``high``
+    (mean ± sample std over seeds, clipped to ``panel.bounds``; NaN with a single seed) and
+    ``seeds``. Variants without the metric are left out."""
+    out: dict[str, pd.DataFrame] = {}
+    if history.empty or panel.key not in history.columns:
+        return out
+    for variant, group in history.groupby("variant", sort=False):
+        group = group[group[panel.key].notna()]
+        if group.empty:
             continue
-        group = group[group[key].notna()]
-        if key.startswith("val/"):
-            # Validation rows hold the figure *after* that step's update (step -1: before RL),
-            # so they are drawn at the number of updates done.
-            group = group.assign(step=group["step"] + 1)
-        per_step = group.groupby("step")[key]
-        mean, std = per_step.mean(), per_step.std().fillna(0.0)
-        ax.plot(mean.index, mean.values, label=variant)
-        ax.fill_between(mean.index, mean - std, mean + std, alpha=0.15)
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
+        steps = group["step"] + 1 if panel.key.startswith("val/") else group["step"]
+        per_step = group[panel.key].groupby(steps.to_numpy())
+        mean = per_step.mean()
+        std = per_step.agg(spread)
+        out[str(variant)] = pd.DataFrame({
+            "mean": mean, "low": clip_to(mean - std, panel.bounds),
+            "high": clip_to(mean + std, panel.bounds), "seeds": per_step.size()},
+            index=mean.index.rename("step"))
+    return out
+
+
+def _colors(names: Sequence[str]) -> dict[str, str]:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {n: cycle[i % len(cycle)] for i, n in enumerate(names)}
+
+
+def curves_figure(histories: Mapping[str, pd.DataFrame], panels: Sequence[Panel],
+                  title: str | None = None) -> plt.Figure:
+    """One panel per entry of ``panels`` whose metric some run logged (the others are
+    omitted, not drawn empty); a line per variant, band = seed spread (none for one seed).
+    ``histories`` maps a :attr:`Panel.source` to its history frame."""
+    drawn = [(p, c) for p in panels
+             if (c := seed_curves(histories.get(p.source, pd.DataFrame()), p))]
+    ncols = min(3, max(len(drawn), 1))
+    nrows = max(1, math.ceil(len(drawn) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows + 0.6),
+                             squeeze=False)
+    flat = list(axes.flat)
+    colors = _colors(list(dict.fromkeys(v for _, curves in drawn for v in curves)))
+    for ax, (panel, curves) in zip(flat, drawn):
+        for variant, curve in curves.items():
+            ax.plot(curve.index, curve["mean"], label=variant, color=colors[variant])
+            band = curve["low"].notna() & curve["high"].notna()
+            if band.any():
+                ax.fill_between(curve.index[band], curve["low"][band], curve["high"][band],
+                                color=colors[variant], alpha=0.15)
+        ax.set_title(panel.title, fontsize=9)
+        ax.set_xlabel(panel.xlabel)
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(alpha=0.3)
+    for ax in flat[len(drawn):]:
+        ax.set_axis_off()
+    if not drawn:
+        flat[0].text(0.5, 0.5, "no training history in this report", ha="center",
+                     va="center", transform=flat[0].transAxes)
+    if colors:
+        handles = [plt.Line2D([], [], color=c, label=v) for v, c in colors.items()]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=7,
+                   frameon=False)
+    if title:
+        fig.suptitle(title + ("" if not drawn else " (band: ± std over seeds)"), fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 if colors else 0, 1, 1))
+    return fig
 
 
 def reward_curves_figure(histories: pd.DataFrame) -> plt.Figure:
-    """Reward and its components per step, one line per variant (band = seed spread)."""
-    keys = [k for k in REWARD_COMPONENTS if k in histories.columns]
-    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4.5 * max(len(keys), 1), 3.6),
-                             squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        _curves(ax, histories, key, key)
-    if keys:
-        axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    """Reward, the schedule-free reward, its components and validation per RL step."""
+    return curves_figure({"rl": histories}, REWARD_PANELS, "Reward per RL step")
+
+
+def training_curves_figure(histories: pd.DataFrame,
+                           sft_history: pd.DataFrame | None = None) -> plt.Figure:
+    """KL, entropy, response length and tool calls per RL step, and the SFT loss."""
+    return curves_figure({"rl": histories, "sft": sft_history if sft_history is not None
+                          else pd.DataFrame()}, TRAINING_PANELS, "Training diagnostics")
 
 
 def zero_advantage_figure(histories: pd.DataFrame) -> plt.Figure:
     """Fraction of zero-advantage groups per step (before VSPO replacement)."""
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    _curves(ax, histories, "vspo/zero_adv_frac", "fraction of zero-advantage groups")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return curves_figure({"rl": histories}, (ZERO_ADVANTAGE_PANEL,))
 
 
-def eval_bars_figure(summaries: pd.DataFrame, metric: str = "exact_match") -> plt.Figure:
-    """Grouped bars: benchmark x variant, error bars = std over seeds."""
-    table = comparison_table(summaries, metric)
-    benches = [c for c in table.columns if c not in ("variant", "seeds")
-               and not c.endswith("_std")]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(benches) * max(len(table), 1) / 3), 3.8))
+def _label(row: pd.Series, keys: Sequence[str]) -> str:
+    return " · ".join(str(row[k]) for k in keys)
+
+
+def eval_bars_figure(summaries: pd.DataFrame, metric: str = "exact_match",
+                     gains: pd.DataFrame | None = None, baseline: str = "sft_only",
+                     by: Sequence[str] = ("variant",),
+                     variant_order: Sequence[str] | None = None) -> plt.Figure:
+    """Grouped bars of ``metric``: benchmark x variant.
+
+    Error bars: with ``gains`` (:func:`paired_gains`), each run's paired 95 % bootstrap
+    interval of its gain over ``baseline``, placed on its bar (the baseline has none), and a
+    second panel draws the gains themselves; without, the std over seeds where there are
+    several. Intervals are clipped to the metric's range ([0, 1]; gains [-1, 1])."""
+    table = comparison_table(summaries, metric, variant_order, by=by)
+    label, bounds = metric_axis(metric)
+    part = (gains[gains["metric"] == metric] if gains is not None and len(gains)
+            else pd.DataFrame(columns=GAIN_COLUMNS))
+    paired = not part.empty
+    benches = _benchmarks(table) if not table.empty else []
+    # the gains panel under the bars: the same benchmarks, on the same x positions
+    fig, axes = plt.subplots(2 if paired else 1, 1, squeeze=False,
+                             figsize=(max(6.0, 0.3 * len(benches) * max(len(table), 1) + 1.5),
+                                      3.8 * (2 if paired else 1)))
+    ax = axes[0][0]
     width = 0.8 / max(len(table), 1)
     x = np.arange(len(benches))
+    keys = _key_columns(table)
+    # One colour per run in both panels (the gains panel shows the same runs less the baseline).
+    colors = _colors([_label(row, keys) for _, row in table.iterrows()])
+    interval = part.set_index(["variant", "benchmark"]) if paired else None
     for i, (_, row) in enumerate(table.iterrows()):
-        ax.bar(x + i * width, [row[b] for b in benches], width,
-               yerr=[row[b + "_std"] for b in benches], label=row["variant"], capsize=2)
+        heights = np.array([row[b] for b in benches], dtype=float)
+        if paired:
+            # The gain's interval, shifted onto the bar: the baseline's bar lies outside it
+            # exactly when the interval excludes a zero gain.
+            shift = [_interval(interval, row["variant"], b) for b in benches]
+            low = heights + np.array([lo for lo, _ in shift], float)
+            high = heights + np.array([hi for _, hi in shift], float)
+        else:
+            std = np.array([row[b + "_std"] for b in benches], dtype=float)
+            low, high = heights - std, heights + std
+        ax.bar(x + i * width, heights, width, label=_label(row, keys), capsize=2,
+               yerr=error_bar(heights, low, high, bounds), color=colors[_label(row, keys)])
     ax.set_xticks(x + width * (len(table) - 1) / 2, benches, rotation=20, fontsize=8)
-    ax.set_ylabel(metric)
+    ax.set_xlabel("benchmark")
+    ax.set_ylabel(label)
+    ax.set_title(f"error bars: paired 95 % bootstrap interval vs {baseline}" if paired
+                 else "error bars: ± std over seeds (none for one seed)", fontsize=8)
+    if bounds == UNIT:
+        ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
+    if paired:
+        _gains_panel(axes[1][0], part, benches, metric, baseline, colors)
     fig.tight_layout()
     return fig
+
+
+def _interval(gains: pd.DataFrame, variant: str, benchmark: str) -> tuple[float, float]:
+    """``(ci_low - gain, ci_high - gain)`` of a row of ``gains`` indexed (variant, benchmark);
+    NaN when the run has no paired row (the baseline itself)."""
+    if (variant, benchmark) not in gains.index:
+        return (math.nan, math.nan)
+    row = gains.loc[(variant, benchmark)]
+    return (float(row["ci_low"] - row["gain"]), float(row["ci_high"] - row["gain"]))
+
+
+def _gains_panel(ax, gains: pd.DataFrame, benches: Sequence[str], metric: str,
+                 baseline: str, colors: Mapping[str, str]) -> None:
+    """Bars of each run's paired gain over ``baseline`` with its bootstrap interval."""
+    label, bounds = metric_axis(metric)
+    gbounds = gain_bounds(bounds)
+    variants = list(dict.fromkeys(gains["variant"]))
+    width = 0.8 / max(len(variants), 1)
+    x = np.arange(len(benches))
+    by_key = gains.set_index(["variant", "benchmark"])
+    for i, variant in enumerate(variants):
+        rows = [by_key.loc[(variant, b)] if (variant, b) in by_key.index else None
+                for b in benches]
+        gain = np.array([r["gain"] if r is not None else np.nan for r in rows], float)
+        low = np.array([r["ci_low"] if r is not None else np.nan for r in rows], float)
+        high = np.array([r["ci_high"] if r is not None else np.nan for r in rows], float)
+        ax.bar(x + i * width, np.nan_to_num(gain), width, label=variant, capsize=2,
+               yerr=error_bar(np.nan_to_num(gain), low, high, gbounds),
+               color=colors.get(variant))
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(x + width * (len(variants) - 1) / 2, benches, rotation=20, fontsize=8)
+    ax.set_xlabel("benchmark")
+    span = "" if gbounds == (None, None) else f" [{gbounds[0]:g}, {gbounds[1]:g}]"
+    ax.set_ylabel(f"gain in {label.split(' [')[0]} over {baseline}{span}")
+    ax.set_title("paired gain over questions, 95 % bootstrap interval", fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
 
 
 def frame_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
