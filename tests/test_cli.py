@@ -1,4 +1,4 @@
-"""The ``tirl`` command line (tirl.cli): overrides, the user's data, errors outside a project."""
+"""The ``tirl`` command line (tirl.commands): overrides, the user's data, errors outside a project."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tirl import cli
+from tirl import commands as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 NQ = ROOT / "tests" / "fixtures" / "flashrag_nq_test_sample.jsonl"

@@ -1,5 +1,7 @@
 """``tirl``: the project's command line, in the words of the task rather than of Kedro.
 
+(Not ``tirl/cli.py``: Kedro takes a project's ``<package>.cli.run`` as its own ``kedro run``.)
+
     tirl train --algo vspo --reward prs                       # = make run
     tirl train --model path/to/hf_model --questions nq.jsonl --corpus wiki.jsonl rl.train.lr=1e-6
     tirl eval --model data/06_models/rl/vspo_prs/seed0 --questions nq.jsonl
