@@ -274,3 +274,13 @@ def test_ablation_markdown_fills_the_grid_or_names_the_runs(summaries):
     assert "| selection \\ clip | on | off |" in md
     assert "| value | 0.550 ± 0.071 (2 seeds) | — |" in md
     assert "| none | — | not run (`vspo_none_clip_off`) |" in md
+
+
+def test_axes_stay_in_the_metrics_range():
+    flat = _history(["reward/mean", "actor/entropy"], value=lambda s, t: 0.0)
+    [reward] = _visible(report.reward_curves_figure(flat))
+    low, high = reward.get_ylim()
+    # a rate that stays at 0: the axis does not reach below 0 by more than the 2 % margin
+    assert -0.01 < low <= 0.0 < high
+    [entropy] = _visible(report.training_curves_figure(flat))
+    assert entropy.get_ylim()[0] > -0.01

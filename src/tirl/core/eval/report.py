@@ -26,6 +26,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # reports are rendered headless (CI, DVC); never open a window
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -346,6 +347,18 @@ def _colors(names: Sequence[str]) -> dict[str, str]:
     return {n: cycle[i % len(cycle)] for i, n in enumerate(names)}
 
 
+def _keep_in_range(ax, bounds: Bounds) -> None:
+    """Autoscaled y limits, cut where the metric cannot go (a flat curve at 0 of a rate is
+    not drawn in an axis that reaches -0.05); a 2 % margin keeps a line off the frame."""
+    low, high = ax.get_ylim()
+    span = high - low
+    if bounds[0] is not None:
+        low = max(low, bounds[0] - 0.02 * span)
+    if bounds[1] is not None:
+        high = min(high, bounds[1] + 0.02 * span)
+    ax.set_ylim(low, high)
+
+
 def curves_figure(histories: Mapping[str, pd.DataFrame], panels: Sequence[Panel],
                   title: str | None = None) -> plt.Figure:
     """One panel per entry of ``panels`` whose metric some run logged (the others are
@@ -369,6 +382,8 @@ def curves_figure(histories: Mapping[str, pd.DataFrame], panels: Sequence[Panel]
         ax.set_title(panel.title, fontsize=9)
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel(panel.ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+        _keep_in_range(ax, panel.bounds)
         ax.grid(alpha=0.3)
     for ax in flat[len(drawn):]:
         ax.set_axis_off()
@@ -453,7 +468,11 @@ def eval_bars_figure(summaries: pd.DataFrame, metric: str = "exact_match",
                  else "error bars: ± std over seeds (none for one seed)", fontsize=8)
     if bounds == UNIT:
         ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, ncol=2)
+    if len(table):
+        ax.legend(fontsize=7, ncol=2)
+    else:
+        ax.text(0.5, 0.5, f"no evaluation results for {metric}", ha="center", va="center",
+                transform=ax.transAxes)
     ax.grid(axis="y", alpha=0.3)
     if paired:
         _gains_panel(axes[1][0], part, benches, metric, baseline, colors)
