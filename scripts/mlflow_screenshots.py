@@ -106,11 +106,13 @@ def shoot(url: str, exp_id: str, run_id: str, out: Path) -> list[Path]:
         # The run: description, parameters, tags, headline metrics.
         page.goto(f"{url}/#/experiments/{exp_id}/runs/{run_id}")
         page.wait_for_load_state("domcontentloaded")
+        with contextlib.suppress(Exception):  # the page is a skeleton until the run loads
+            page.get_by_text("Description").first.wait_for(timeout=30000)
         snap("mlflow_run_overview")
         page.goto(f"{url}/#/experiments/{exp_id}/runs/{run_id}/model-metrics")
         page.wait_for_load_state("domcontentloaded")
         with contextlib.suppress(Exception):
-            page.get_by_placeholder("Search metric charts").fill("rl/", timeout=5000)
+            page.get_by_placeholder("Search metric charts").fill("rl/reward", timeout=5000)
         snap("mlflow_run_rl_charts")
         page.goto(f"{url}/#/experiments/{exp_id}/runs/{run_id}/artifacts/rl/completions.json")
         page.wait_for_load_state("domcontentloaded")
