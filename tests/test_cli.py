@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import click
 import mlflow
 import pandas as pd
 import pytest
+from scratch_project import scratch_project
 
 from tirl import commands as cli
 
@@ -66,14 +66,7 @@ def test_the_project_is_found_from_a_subdirectory():
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cli_project")
-    shutil.copytree(ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
-    (root / "src").mkdir()
-    for layer in ("01_raw", "03_primary", "06_models", "07_model_output", "08_reporting"):
-        (root / "data" / layer).mkdir(parents=True)
-    return root
+    return scratch_project(tmp_path_factory.mktemp("cli_project"))
 
 
 def test_eval_of_own_model_and_questions_evaluates_the_users_split(project: Path):

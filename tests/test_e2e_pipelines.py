@@ -19,6 +19,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from scratch_project import scratch_project
 
 from tirl.variants import ABLATION, AS_IS, DIRECT_INFERENCE, SFT_ONLY, VARIANTS
 
@@ -38,19 +39,7 @@ def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
-    # tirl is installed (editable): the copy needs only the layout Kedro checks for.
-    (root / "src").mkdir()
-    for layer in ("01_raw", "03_primary", "06_models", "07_model_output", "08_reporting"):
-        (root / "data" / layer).mkdir(parents=True)
-    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
-    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
-    subprocess.run([*git, "add", "conf", "pyproject.toml"], cwd=root, check=True)
-    subprocess.run([*git, "commit", "-qm", "scratch"], cwd=root, check=True)
-    return root
+    return scratch_project(tmp_path_factory.mktemp("project"), git=True)
 
 
 @pytest.fixture(scope="module")
@@ -312,11 +301,7 @@ def test_rl_and_ablation(compared: Path):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "vspo_prs"] + ["vspo_prs"])
 def test_each_variant_chain_alone(tmp_path_factory, variant: str):
-    project = tmp_path_factory.mktemp(variant)
-    shutil.copytree(ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
-    (project / "src").mkdir()
+    project = scratch_project(tmp_path_factory.mktemp(variant))
     _kedro(project, f"--pipelines={variant}")
     assert (project / f"data/08_reporting/evaluation/{variant}/seed0/summary.csv").exists()
     table = pd.read_csv(project / f"data/08_reporting/{variant}/comparison.csv")

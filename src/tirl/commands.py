@@ -80,17 +80,6 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         raise click.UsageError(f"overrides {list(items)}: {exc}") from exc
 
 
-def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``extra`` over ``base``, recursing into mappings (lists are replaced, as in Kedro)."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def _existing_file(path: str | None, option: str) -> str | None:
     if path is None:
         return None
@@ -129,7 +118,11 @@ def with_user_split(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
     """``overrides`` plus, when the questions are the user's FlashRAG file, its split in
     ``evaluation.splits`` (so that the user's questions are evaluated, not only the world's),
     unless the overrides set the splits themselves."""
-    merged = merge(params, overrides)
+    # Here, not at the top: tirl.experiments imports the pipelines (torch), which
+    # `tirl --help` and `tirl params` do not need.
+    from tirl.experiments import deep_merge
+
+    merged = deep_merge(params, overrides)
     prep = merged.get("data_prep", {})
     if prep.get("source") != "flashrag" or "splits" in overrides.get("evaluation", {}):
         return dict(overrides)
@@ -139,7 +132,7 @@ def with_user_split(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
         splits = []  # the question table holds the user's file only
     if split not in splits:
         splits.append(split)
-    return merge(overrides, {"evaluation": {"splits": splits}})
+    return deep_merge(overrides, {"evaluation": {"splits": splits}})
 
 
 class Project:
@@ -173,6 +166,11 @@ _env = click.option("--env", default=None, metavar="ENV",
                     help="Kedro configuration environment (conf/<ENV> over conf/base), "
                          "e.g. test for tiny sizes, study for the study's budget.")
 _overrides = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+_questions = click.option("--questions", default=None, metavar="Q.jsonl",
+                          help="Your FlashRAG/Search-R1 questions (JSONL), evaluated next to "
+                               "the built-in benchmarks.")
+_corpus = click.option("--corpus", default=None, metavar="C.jsonl",
+                       help="Your FlashRAG corpus (JSONL) for --questions.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
@@ -187,10 +185,8 @@ def cli() -> None:
 @click.option("--model", default=None, metavar="M",
               help="model_init.model: builtin (default), scratch, a local HF folder or .gguf "
                    "file, or an alias such as smollm2-135m-instruct.")
-@click.option("--questions", default=None, metavar="Q.jsonl",
-              help="Your FlashRAG/Search-R1 questions (JSONL); they are evaluated too.")
-@click.option("--corpus", default=None, metavar="C.jsonl",
-              help="Your FlashRAG corpus (JSONL) for --questions.")
+@_questions
+@_corpus
 @click.option("--algo", type=click.Choice(ALGOS), default="vspo", show_default=True,
               help="RL algorithm.")
 @click.option("--reward", type=click.Choice(REWARDS), default="prs", show_default=True,
@@ -214,9 +210,8 @@ def train(model: str | None, questions: str | None, corpus: str | None, algo: st
 @click.option("--model", required=True, metavar="M",
               help="The model to evaluate as is: a local HF folder (e.g. a checkpoint in "
                    "data/06_models), a .gguf file, builtin or an alias.")
-@click.option("--questions", default=None, metavar="Q.jsonl",
-              help="Your FlashRAG questions (JSONL); default the built-in benchmarks.")
-@click.option("--corpus", default=None, metavar="C.jsonl", help="Your corpus for --questions.")
+@_questions
+@_corpus
 @_env
 @_overrides
 def eval_(model: str, questions: str | None, corpus: str | None, env: str | None,
@@ -274,7 +269,9 @@ def run(ctx: click.Context) -> None:
 
 def _run_chain(pipeline: str, env: str | None, overrides: Sequence[str],
                questions: str | None, corpus: str | None, model: str | None) -> None:
-    runtime = merge(parse_overrides(overrides), data_overrides(questions, corpus, model))
+    from tirl.experiments import deep_merge
+
+    runtime = deep_merge(parse_overrides(overrides), data_overrides(questions, corpus, model))
     project = _project(env)
     runtime = with_user_split(project.parameters(runtime), runtime)
     project.run(pipeline, runtime)

@@ -91,15 +91,11 @@ def summary_lines(paths: list[str], run_id: str | None, tracking_uri: str | None
 def run_description(paths: list[str], *, max_paths: int = 12) -> str:
     """The MLflow run's description (Markdown): the command and the files it wrote, report
     first, so the run page says where its results are."""
-    lines = [f"`{_command()}`", "", "Results:"]
+    lines = [f"`{command_line(sys.argv)}`", "", "Results:"]
     lines += [f"- `{p}`" for p in paths[:max_paths]]
     if len(paths) > max_paths:
         lines.append(f"- ... and {len(paths) - max_paths} more")
     return "\n".join(lines)
-
-
-def _command() -> str:
-    return command_line(sys.argv)
 
 
 class RunLogHook:
