@@ -79,6 +79,9 @@ class TrainConfig:
     warmup_steps: int = field_(0, doc="linear warmup, in RL steps", ge=0)
     precision: str = field_("fp32", doc="fp32 | bf16 (autocast; master weights stay fp32)",
                             choices=PRECISIONS)
+    train_top_layers: int | None = field_(
+        None, doc="train only the top N decoder layers and the final norm; null = every "
+                  "parameter (tirl.core.modeling.trainable)", ge=1)
     seed: int = field_(0, doc="seed of sampling, shuffling and VSPO selection")
     checkpoint_every: int = field_(0, doc="save a checkpoint every N steps (0 = never)", ge=0)
     val_every: int = field_(0, doc="run the validate callback before step 0, every N steps and "

@@ -31,6 +31,7 @@ import torch
 from accelerate import Accelerator
 from transformers import PreTrainedModel
 
+from tirl.core.modeling.trainable import set_trainable
 from tirl.core.progress import progress
 from tirl.core.rl.batch import group_trajectories
 from tirl.core.rl.completions import completion_rows
@@ -188,6 +189,7 @@ def _build_modules(config: TrainConfig, policy: torch.nn.Module, acc: Any
     # The reference is copied before anything can change the weights.
     torch.manual_seed(config.seed)
     policy.train()
+    set_trainable(policy, config.train_top_layers)
     reference = None
     if config.kl_beta > 0:
         reference = copy.deepcopy(policy).eval().requires_grad_(False).to(acc.device)

@@ -35,6 +35,9 @@ class SFTConfig:
     max_grad_norm: float = field_(1.0, doc="gradient clipping norm (0 = off)", ge=0)
     max_len: int = field_(1024, doc="chats longer than this many tokens are dropped", ge=8)
     precision: str = field_("fp32", doc="fp32, or bf16 autocast (CPU and GPU)", choices=PRECISIONS)
+    train_top_layers: int | None = field_(
+        None, doc="train only the top N decoder layers and the final norm; null = every "
+                  "parameter (tirl.core.modeling.trainable)", ge=1)
     seed: int = field_(0, doc="seed for batching order and torch")
     log_every: int = field_(10, doc="log a progress line every this many steps", ge=1)
     train_splits: tuple[str, ...] = field_(("train",), doc="question splits whose gold chats are trained on")

@@ -25,6 +25,7 @@ from accelerate import Accelerator
 
 from tirl.core.agent.protocol import render_text
 from tirl.core.modeling.prefix import lm_loss
+from tirl.core.modeling.trainable import set_trainable
 from tirl.core.progress import progress
 from tirl.core.sft.config import SCHEDULES, SFTConfig
 from tirl.core.sft.examples import IGNORE_INDEX, build_sft_examples, collate, pack_texts, sft_batches
@@ -55,6 +56,10 @@ def train_sft(model: Any, tokenizer: Any, chats: Chats, config: SFTConfig, *,
 
     accelerator = accelerator or Accelerator()
     torch.manual_seed(config.seed)
+    counts = set_trainable(model, config.train_top_layers)
+    if config.train_top_layers is not None:
+        log.info("sft: training the top %d layers (%d of %d parameters)",
+                 config.train_top_layers, counts["trainable"], counts["total"])
     rng = random.Random(config.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     summary: dict[str, float] = {}
@@ -76,6 +81,7 @@ def train_sft(model: Any, tokenizer: Any, chats: Chats, config: SFTConfig, *,
     summary.update({"first_loss": hist[0]["loss"], "final_loss": _tail_mean(hist, "loss"),
                     "examples": float(len(examples)), "dropped": float(len(sft_chats) - len(examples)),
                     "steps": float(steps), "pretrain_steps": float(config.pretrain_steps),
+                    "trainable_params": float(counts["trainable"]),
                     "train_seconds": time.perf_counter() - t_start})
     if config.probe_size:
         for name, probe in (probe_chats if probe_chats is not None else {"train": chats}).items():
