@@ -35,6 +35,19 @@ def test_micro_token_budget_changes_memory_not_the_update(algorithm):
         assert torch.allclose(p, q, atol=1e-5), name
 
 
+def test_logits_chunk_changes_memory_not_the_update():
+    """Log-probs (policy, old policy, reference) and the entropy bonus from the head run on 3
+    positions at a time give the run of the full logits."""
+    over = dict(steps=3, entropy_coef=0.1, ppo_epochs=2)
+    full, hist_full = run_toy(toy_config(**over, logits_chunk=None))
+    chunk, hist_chunk = run_toy(toy_config(**over, logits_chunk=3))
+    for a, b in zip(hist_full, hist_chunk, strict=True):
+        for key in ("reward/mean", "loss/policy", "loss/kl", "actor/entropy", "actor/grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    for (name, p), q in zip(full.named_parameters(), chunk.parameters()):
+        assert torch.allclose(p, q, atol=1e-5), name
+
+
 def test_ppo_terminal_reward_sits_on_the_last_trainable_token():
     """GAE input: the sequence reward at the last mask-1 position (after a tool response,
     padding or trailing prompt tokens), nowhere else."""
@@ -112,7 +125,8 @@ def test_one_policy_forward_per_micro_batch_with_or_without_entropy_bonus(coef):
     cfg = toy_config(entropy_coef=coef, kl_beta=0.0, batch_prompts=2, minibatch_size=None,
                      ppo_epochs=1, grad_accum=2, micro_tokens=None)
     calls = []
-    policy.register_forward_hook(lambda *_: calls.append(1))
+    # The decoder: with logits_chunk the update runs it and the head, not the model's forward.
+    policy.get_decoder().register_forward_hook(lambda *_: calls.append(1))
     modules = Modules(policy=policy, critic=None, reference=None,
                       optimizer=torch.optim.AdamW(policy.parameters(), lr=1e-3))
     metrics, _ = update(config=cfg, acc=Accelerator(cpu=True), modules=modules, groups=groups,

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from tirl.core.modeling.prefix import next_token_logits
+from tirl.core.modeling import chunked
+from tirl.core.modeling.prefix import next_token_hidden, next_token_logits
 from tirl.core.rl import losses
 from tirl.core.rl.vspo import GroupResult
 from tirl.core.types import RewardBreakdown, Trajectory
@@ -132,7 +133,8 @@ def token_budget_split(lengths: torch.Tensor, rows: torch.Tensor,
 
 def token_logprobs(model: torch.nn.Module, *, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor, with_entropy: bool = False,
-                   entropy_grad: bool = False, needed: torch.Tensor | None = None
+                   entropy_grad: bool = False, needed: torch.Tensor | None = None,
+                   logits_chunk: int | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities of the next tokens under ``model``, from one forward pass.
 
@@ -143,24 +145,41 @@ def token_logprobs(model: torch.nn.Module, *, input_ids: torch.Tensor,
     ``needed`` [N, T-1]: the targets whose values the caller reads (the loss mask). With it,
     the prefix every row shares up to the first needed target (the system prompt, about half
     of an agent episode) runs once (:func:`tirl.core.modeling.prefix.next_token_logits`), and
-    the targets before that first one are 0.
+    the targets before that first one are 0. ``logits_chunk``: where the model allows it
+    (:func:`tirl.core.modeling.chunked.output_head`), the logits of at most this many
+    positions exist at a time, and only at the needed (else the attended) targets: the
+    others are 0. None: the full [N, T-1, V] logits.
     Returns: logprobs [N, T-1] float32 (``[:, t] = log p(input_ids[:, t+1] | prefix)``) and
     the entropy [N, T-1] float32, or None.
     """
-    if needed is None:
-        logits, start = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1], 0
-    else:
+    cap = 0  # without `needed`: every target, no prefix run once
+    if needed is not None:
         first = needed.any(dim=0).nonzero()
         cap = int(first[0]) + 1 if len(first) else input_ids.shape[1]
+    head = chunked.output_head(model) if logits_chunk is not None else None
+    if head is not None:
+        hidden, start = next_token_hidden(model, input_ids, attention_mask, max_prefix=cap)
+        read = needed if needed is not None else attention_mask[:, 1:]
+        logprobs, entropy = chunked.masked_token_logprobs(
+            hidden=hidden, head=head, token_ids=input_ids[:, start + 1:], mask=read[:, start:],
+            chunk_tokens=logits_chunk, with_entropy=with_entropy, entropy_grad=entropy_grad)
+    else:
         logits, start = next_token_logits(model, input_ids, attention_mask, max_prefix=cap)
-    logprobs = losses.token_logprobs(logits=logits, token_ids=input_ids[:, start + 1:])
+        logprobs, entropy = _from_logits(logits, input_ids[:, start + 1:], with_entropy,
+                                         entropy_grad)
+    if start:
+        logprobs = torch.nn.functional.pad(logprobs, (start, 0))
+        entropy = None if entropy is None else torch.nn.functional.pad(entropy, (start, 0))
+    return logprobs, entropy
+
+
+def _from_logits(logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool,
+                 entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    logprobs = losses.token_logprobs(logits=logits, token_ids=targets)
     entropy = None
     if with_entropy and entropy_grad:
         entropy = losses.token_entropy(logits=logits)
     elif with_entropy:
         with torch.no_grad():
             entropy = losses.token_entropy(logits=logits.detach())
-    if start:
-        logprobs = torch.nn.functional.pad(logprobs, (start, 0))
-        entropy = None if entropy is None else torch.nn.functional.pad(entropy, (start, 0))
     return logprobs, entropy

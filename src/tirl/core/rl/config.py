@@ -74,6 +74,10 @@ class TrainConfig:
         16384, doc="most tokens (rows x padded length) in one forward pass; larger micro-"
                    "batches are split further, exactly (losses are sums over the global token "
                    "count); null = no limit", ge=1)
+    logits_chunk: int | None = field_(
+        1024, doc="most positions whose vocabulary logits exist at once in a log-prob forward "
+                  "(hidden states -> head a chunk at a time, recomputed in the backward; same "
+                  "values); null = the full logits (tokens x vocab floats)", ge=1)
     max_grad_norm: float = field_(1.0, doc="gradient clipping norm", gt=0.0)
     lr_schedule: str = field_("constant", doc="lr schedule after warmup", choices=LR_SCHEDULES)
     warmup_steps: int = field_(0, doc="linear warmup, in RL steps", ge=0)

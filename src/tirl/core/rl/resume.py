@@ -25,8 +25,10 @@ from tirl.core.rl.config import TrainConfig
 logger = logging.getLogger(__name__)
 
 #: Fields that may change between a run and its resumption without making it another run
-#: (``micro_tokens`` splits the same sums differently: a memory setting, not a new run).
-_RESUMABLE_FIELDS = ("steps", "checkpoint_every", "keep_checkpoints", "micro_tokens")
+#: (``micro_tokens`` splits the same sums differently, ``logits_chunk`` computes the same
+#: log-probs a chunk at a time: memory settings, not a new run).
+_RESUMABLE_FIELDS = ("steps", "checkpoint_every", "keep_checkpoints", "micro_tokens",
+                     "logits_chunk")
 
 
 @dataclass

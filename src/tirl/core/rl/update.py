@@ -142,11 +142,13 @@ def _no_grad_passes(config: TrainConfig, acc: Any, modules: Modules, batch: Batc
             if not single_pass:
                 old[idx, :width] = token_logprobs(modules.policy, input_ids=sub.input_ids,
                                                   attention_mask=sub.attention_mask,
-                                                  needed=_needed(modules, sub))[0]
+                                                  needed=_needed(modules, sub),
+                                                  logits_chunk=config.logits_chunk)[0]
             if modules.reference is not None:
                 ref[idx, :width] = token_logprobs(modules.reference, input_ids=sub.input_ids,
                                                   attention_mask=sub.attention_mask,
-                                                  needed=_needed(modules, sub))[0]
+                                                  needed=_needed(modules, sub),
+                                                  logits_chunk=config.logits_chunk)[0]
             if modules.critic is not None:
                 vals[idx, :width] = modules.critic(
                     input_ids=sub.input_ids, attention_mask=sub.attention_mask)[:, :-1].float()
@@ -225,7 +227,8 @@ def _micro_loss(config: TrainConfig, device: torch.device, modules: Modules, sub
         lp, ent = token_logprobs(modules.policy, input_ids=sub.input_ids,
                                  attention_mask=sub.attention_mask, with_entropy=True,
                                  entropy_grad=config.entropy_coef > 0,
-                                 needed=_needed(modules, sub))
+                                 needed=_needed(modules, sub),
+                                 logits_chunk=config.logits_chunk)
         mask, tokens = sub.loss_mask, float(sub.loss_mask.sum())
         old_lp = sub.old_logprobs
         if old_lp is None:  # one pass over one minibatch: see _no_grad_passes

@@ -34,6 +34,9 @@ class SFTConfig:
     beta2: float = field_(0.98, doc="AdamW beta2", ge=0, le=1)
     max_grad_norm: float = field_(1.0, doc="gradient clipping norm (0 = off)", ge=0)
     max_len: int = field_(1024, doc="chats longer than this many tokens are dropped", ge=8)
+    logits_chunk: int | None = field_(
+        1024, doc="most positions whose vocabulary logits exist at once (head a chunk at a time, "
+                  "recomputed in the backward; same loss); null = the full logits", ge=1)
     precision: str = field_("fp32", doc="fp32, or bf16 autocast (CPU and GPU)", choices=PRECISIONS)
     train_top_layers: int | None = field_(
         None, doc="train only the top N decoder layers and the final norm; null = every "

@@ -184,7 +184,8 @@ def _accumulate(model: Any, accelerator: Any, batches: Iterator[dict[str, torch.
             # Gold chats all open with the same system turn: lm_loss runs it once per
             # batch (same loss and gradients as the masked loss of the full batch).
             loss = lm_loss(model, batch["input_ids"], mask,
-                           (batch["labels"] != IGNORE_INDEX).float())
+                           (batch["labels"] != IGNORE_INDEX).float(),
+                           logits_chunk=config.logits_chunk)
         accelerator.backward(loss / config.grad_accum)
         loss_sum += loss.item()
         n_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
