@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM := false
 VENV := .venv/bin
 PIPELINE ?= vspo_prs
 
-.PHONY: install install-smol run test test-slow test-all mlflow-ui repro study
+.PHONY: install install-smol run run-smol test test-slow test-all mlflow-ui repro study
 
 install:
 	@bash scripts/bootstrap.sh
@@ -18,6 +18,11 @@ install-smol:
 
 run: install
 	$(VENV)/kedro run --pipelines=$(PIPELINE)
+
+# The same chain with SmolLM2-135M-Instruct (conf/smol: SFT and RL of its top 10 layers on the
+# built-in world, 100 held-out questions); add PIPELINE=direct_inference for the untrained row.
+run-smol: install-smol
+	$(VENV)/kedro run --env=smol --pipelines=$(PIPELINE)
 
 # Default test run: everything not marked slow/gpu, two workers (CI has 2 cores).
 test: install
