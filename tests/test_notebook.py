@@ -82,8 +82,8 @@ def test_notebook_compares_the_newest_run_by_default(tmp_path, tiny_store):
     nb = _execute(tmp_path, tiny_store)
     text = _text(nb)
     # only the newest kedro run: its two variants, nothing of the older runs
-    assert "| grpo_binary | world @ test | 0.200 ± n/a | 0.200 ± n/a | 1 |" in text
-    assert "| sft_only | world @ test | 0.400 ± n/a" in text
+    assert "| grpo_binary | world(seed=0) @ test | 0.200 ± n/a | 0.200 ± n/a | 1 |" in text
+    assert "| sft_only | world(seed=0) @ test | 0.400 ± n/a" in text
     assert "vspo_prs" not in text and "3 evaluated runs" not in text
     assert "2 evaluated runs" in text
     assert _images(nb) >= 3  # bars, reward curves, training curves (KL and SFT loss)
@@ -93,6 +93,6 @@ def test_notebook_selects_a_commit_and_keeps_data_sources_apart(tmp_path, tiny_s
     nb = _execute(tmp_path, tiny_store, TIRL_GIT_COMMIT="abc1")
     text = _text(nb)
     # the same variant on two data sources: two rows, never one average of 0.5, 0.7 and 0.1
-    assert "| vspo_prs | world @ test | 0.600 ± 0.141 | 0.600 ± 0.141 | 2 |" in text
-    assert "| vspo_prs | flashrag:nq.jsonl @ test | 0.100 ± n/a | 0.100 ± n/a | 1 |" in text
+    assert "| vspo_prs | world(seed=0) @ test | 0.600 ± 0.141 | 0.600 ± 0.141 | 2 |" in text
+    assert "| vspo_prs | flashrag(nq.jsonl) @ test | 0.100 ± n/a | 0.100 ± n/a | 1 |" in text
     assert "grpo_binary" not in text

@@ -80,10 +80,11 @@ def test_load_eval_summaries_selects_a_parent_run_or_a_commit(store):
     assert tracking.newest_parent_run("t") == new
     df = tracking.load_eval_summaries("t", parent_run_id=new)
     assert sorted(df["variant"]) == ["grpo_prs", "vspo_prs"]
-    assert set(df["parent_run_id"]) == {new} and set(df["data"]) == {"world @ test"}
+    # Labelled from the data_prep parameters: these runs have no data_source tag.
+    assert set(df["parent_run_id"]) == {new} and set(df["data"]) == {"world(seed=0) @ test"}
     by_commit = tracking.load_eval_summaries("t", git_commit="AAA1")  # prefix, any case
     assert by_commit[["variant", "data", "exact_match"]].values.tolist() == [
-        ["vspo_prs", "flashrag @ test", 0.1]]
+        ["vspo_prs", "flashrag(?) @ test", 0.1]]
     assert set(by_commit["parent_run_id"]) == {old}
     assert len(tracking.load_eval_summaries("t")) == 3  # no filter: every variant run
     with pytest.raises(ValueError, match="git_commit 'ccc'.*aaa111"):
@@ -167,3 +168,14 @@ def test_params_tags_and_texts_are_redacted(store):
     assert data.tags["note"] == "key ***" and data.params["judge.url"] == "http://h/?k=***"
     text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/sample.md")
     assert text == "# ***"
+
+
+def test_a_run_is_labelled_by_its_data_source_tag_and_its_params_give_the_same_label():
+    tagged = {"data_source": "flashrag(nq.jsonl) corpus=wiki", "kedro_env": "smol"}
+    assert tracking.data_source({"data_prep.source": "world"}, tagged) == \
+        "flashrag(nq.jsonl) corpus=wiki @ smol"
+    # A run without the tag: its flat MLflow params give the label the hooks would have tagged.
+    flat = {"data_prep.source": "flashrag", "data_prep.corpus": "wiki",
+            "data_prep.flashrag.questions_path": "/x/nq.jsonl"}
+    nested = {"source": "flashrag", "corpus": "wiki", "flashrag": {"questions_path": "/x/nq.jsonl"}}
+    assert tracking.data_source(flat, {}) == tracking.subject_tags({}, nested)["data_source"] + " @ local"

@@ -76,7 +76,7 @@ class RunTagsHook:
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
         tags = lineage_tags(self._project_path)
-        tags.update(subject_tags(_param(catalog, "model_init"), _param(catalog, "data_prep")))
+        tags.update(tracking.subject_tags(_param(catalog, "model_init"), _param(catalog, "data_prep")))
         names = run_params.get("pipeline_names") or [run_params.get("pipeline_name")]
         tags["pipeline"] = ",".join(n for n in names if n) or "__default__"
         tags["kedro_env"] = run_params.get("env") or "local"
@@ -94,23 +94,6 @@ def _param(catalog: Any, name: str) -> Mapping[str, Any]:
     except Exception:  # noqa: BLE001 - a tag is never worth failing a run for
         return {}
     return value if isinstance(value, Mapping) else {}
-
-
-def subject_tags(model_init: Mapping[str, Any], data_prep: Mapping[str, Any]) -> dict[str, str]:
-    """``model`` and ``data_source`` tags: what was trained and on which questions, the two
-    things a runs table is filtered by (``tags.model = 'builtin'``)."""
-    tags: dict[str, str] = {}
-    if model_init.get("model"):
-        tags["model"] = str(model_init["model"])
-    source = data_prep.get("source")
-    if source == "world":
-        tags["data_source"] = f"world(seed={(data_prep.get('world') or {}).get('seed', 0)})"
-    elif source == "flashrag":
-        path = (data_prep.get("flashrag") or {}).get("questions_path")
-        tags["data_source"] = f"flashrag({Path(str(path)).name if path else '?'})"
-    if "data_source" in tags and data_prep.get("corpus") not in (None, "auto"):
-        tags["data_source"] += f" corpus={data_prep['corpus']}"
-    return tags
 
 
 def runner_name(runner: Any) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -301,30 +302,52 @@ def newest_parent_run(experiment: str = "tirl", tracking_uri: str | None = None)
                      f"{mlflow.get_tracking_uri()}")
 
 
-def data_source(params: Mapping[str, str], tags: Mapping[str, str]) -> str:
-    """What a run's questions came from, as a label to group by: ``data_prep.source`` (with
-    the FlashRAG file's name), the corpus when not ``auto``, and the Kedro env (``conf/test``
-    builds a smaller world than ``conf/base``). Where the chain did not run ``data_prep``
-    (a DVC stage runs one node), the ``dvc.lock`` hash the data came from stands in.
+def subject_tags(model_init: Mapping[str, Any], data_prep: Mapping[str, Any]) -> dict[str, str]:
+    """``model`` and ``data_source`` tags: what was trained and on which questions, the two
+    things a runs table is filtered by (``tags.model = 'builtin'``)."""
+    tags: dict[str, str] = {}
+    if model_init.get("model"):
+        tags["model"] = str(model_init["model"])
+    source = data_prep.get("source")
+    if source == "world":
+        tags["data_source"] = f"world(seed={(data_prep.get('world') or {}).get('seed', 0)})"
+    elif source == "flashrag":
+        path = (data_prep.get("flashrag") or {}).get("questions_path")
+        tags["data_source"] = f"flashrag({Path(str(path)).name if path else '?'})"
+    if "data_source" in tags and data_prep.get("corpus") not in (None, "auto"):
+        tags["data_source"] += f" corpus={data_prep['corpus']}"
+    return tags
 
-    >>> data_source({"data_prep.source": "world", "data_prep.corpus": "auto"},
-    ...             {"kedro_env": "test"})
-    'world @ test'
+
+def data_source(params: Mapping[str, str], tags: Mapping[str, str]) -> str:
+    """What a run's questions came from, as a label to group by: the run's ``data_source``
+    tag (:func:`subject_tags`, the one labelling of the concept), and the Kedro
+    env (``conf/test`` builds a smaller world than ``conf/base``). A run without that tag
+    (an older one, or a DVC stage that ran one node without ``data_prep``) falls back on its
+    ``data_prep.*`` parameters through the same function, then on the ``dvc.lock`` hash the
+    data came from.
+
+    >>> data_source({}, {"data_source": "world(seed=0)", "kedro_env": "test"})
+    'world(seed=0) @ test'
+    >>> data_source({"data_prep.source": "world", "data_prep.world.seed": "0"}, {})
+    'world(seed=0) @ local'
     >>> data_source({}, {"kedro_env": "local", "dvc_lock_hash": "ab12"})
     'dvc.lock ab12 @ local'
     """
-    source = params.get("data_prep.source")
-    if source is None:
+    label = tags.get("data_source") or subject_tags({}, _data_prep_of(params)).get("data_source")
+    if not label:
         label = f"dvc.lock {tags.get('dvc_lock_hash', 'unknown')}"
-    else:
-        label = source
-        questions = params.get("data_prep.flashrag.questions_path")
-        if source == "flashrag" and questions not in (None, "None"):
-            label += f":{questions.replace(chr(92), '/').rsplit('/', 1)[-1]}"
-        corpus = params.get("data_prep.corpus", "auto")
-        if corpus != "auto":
-            label += f" + corpus {corpus}"
     return f"{label} @ {tags.get('kedro_env', 'local')}"
+
+
+def _data_prep_of(params: Mapping[str, str]) -> dict[str, Any]:
+    """The ``data_prep`` keys :func:`subject_tags` reads, from a run's flat
+    MLflow parameters (strings: ``data_prep.world.seed`` -> ``{"world": {"seed": "0"}}``)."""
+    get = params.get
+    return {"source": get("data_prep.source"), "corpus": get("data_prep.corpus"),
+            "world": {"seed": get("data_prep.world.seed", 0)},
+            "flashrag": {"questions_path": None if get("data_prep.flashrag.questions_path") in
+                         (None, "None") else get("data_prep.flashrag.questions_path")}}
 
 
 def load_eval_summaries(experiment: str = "tirl", tracking_uri: str | None = None,
