@@ -146,12 +146,20 @@ def _isolated_mlflow(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _no_leaked_mlflow_run():
-    """A run that a test left active (see above) would leak into the next test."""
+    """A run that a test left active (see above) would leak into the next test, and so
+    would the experiment a test set: ``mlflow.set_experiment`` keeps its id in a module
+    global and in ``MLFLOW_EXPERIMENT_ID``, and the next test's store has no such id
+    ("No Experiment with id=1 exists"). MLflow has no public call that unsets it."""
     yield
+    import os
+
     import mlflow
+    from mlflow.tracking import fluent
 
     while mlflow.active_run() is not None:
         mlflow.end_run()
+    fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 @pytest.fixture

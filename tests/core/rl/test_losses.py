@@ -9,8 +9,7 @@ import torch
 
 from tirl.core.rl.losses import (
     LOSS_AGGREGATIONS, POLICY_LOSSES, VALUE_LOSSES, aggregate_loss, cispo_loss,
-    entropy_from_logits, get_aggregation, get_policy_loss, get_value_loss, ppo_clip_loss,
-    token_entropy, token_logprobs)
+    entropy_from_logits, get_aggregation, get_policy_loss, get_value_loss, ppo_clip_loss)
 
 
 MASK = torch.tensor([[0, 1, 1, 0], [1, 0, 1, 1]])
@@ -151,14 +150,8 @@ def test_value_losses_hand_worked_and_masked(name):
     torch.testing.assert_close(values.grad, expected_grad)
 
 
-def test_token_logprobs_and_entropy():
+def test_entropy_from_logits_is_the_masked_mean_entropy():
     logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [10.0, 0.0, 0.0, 0.0]]])
-    lp = token_logprobs(logits=logits, token_ids=torch.tensor([[2, 0]]))
-    assert lp[0, 0].item() == pytest.approx(-math.log(4))
-    torch.testing.assert_close(lp[0], torch.log_softmax(logits[0], -1)[[0, 1], [2, 0]])
-    ent = token_entropy(logits=logits)
-    assert ent[0, 0].item() == pytest.approx(math.log(4))
-    assert 0 < ent[0, 1].item() < 0.01
     assert entropy_from_logits(logits=logits, mask=torch.tensor([[1, 0]])).item() == pytest.approx(math.log(4))
 
 

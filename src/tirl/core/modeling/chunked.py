@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from tirl.core.rl import losses
+from tirl.core.modeling.logprobs import logprobs_and_entropy
 
 #: Config fields with which a model's logits are *not* ``head(last_hidden_state)``: Gemma 2
 #: caps them with a tanh, Cohere multiplies them by ``logit_scale``, Granite divides them by
@@ -57,15 +57,11 @@ def _is_fsdp(model: torch.nn.Module) -> bool:
 def _chunk_values(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
                   with_entropy: bool, entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of each target and the entropy (zeros when not asked) of one chunk."""
-    logits = head(hidden)
-    logprobs = losses.token_logprobs(logits=logits, token_ids=targets)
-    if not with_entropy:
-        return logprobs, logprobs.new_zeros(())
-    if entropy_grad:
-        return logprobs, losses.token_entropy(logits=logits)
-    # A metric: no graph. (The backward's recomputation computes it again, unused.)
-    with torch.no_grad():
-        return logprobs, losses.token_entropy(logits=logits.detach())
+    logprobs, entropy = logprobs_and_entropy(logits=head(hidden), token_ids=targets,
+                                             with_entropy=with_entropy,
+                                             entropy_grad=entropy_grad)
+    # checkpoint() returns tensors only. (Its backward recomputes the entropy, unused.)
+    return logprobs, logprobs.new_zeros(()) if entropy is None else entropy
 
 
 def chunked_logprobs(*, hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor,

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from tirl.core.modeling import chunked
+from tirl.core.modeling.logprobs import logprobs_and_entropy
 from tirl.core.modeling.prefix import next_token_hidden, next_token_logits
-from tirl.core.rl import losses
 from tirl.core.rl.vspo import GroupResult
 from tirl.core.types import RewardBreakdown, Trajectory
 
@@ -165,21 +165,10 @@ def token_logprobs(model: torch.nn.Module, *, input_ids: torch.Tensor,
             chunk_tokens=logits_chunk, with_entropy=with_entropy, entropy_grad=entropy_grad)
     else:
         logits, start = next_token_logits(model, input_ids, attention_mask, max_prefix=cap)
-        logprobs, entropy = _from_logits(logits, input_ids[:, start + 1:], with_entropy,
-                                         entropy_grad)
+        logprobs, entropy = logprobs_and_entropy(
+            logits=logits, token_ids=input_ids[:, start + 1:], with_entropy=with_entropy,
+            entropy_grad=entropy_grad)
     if start:
         logprobs = torch.nn.functional.pad(logprobs, (start, 0))
         entropy = None if entropy is None else torch.nn.functional.pad(entropy, (start, 0))
-    return logprobs, entropy
-
-
-def _from_logits(logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool,
-                 entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    logprobs = losses.token_logprobs(logits=logits, token_ids=targets)
-    entropy = None
-    if with_entropy and entropy_grad:
-        entropy = losses.token_entropy(logits=logits)
-    elif with_entropy:
-        with torch.no_grad():
-            entropy = losses.token_entropy(logits=logits.detach())
     return logprobs, entropy

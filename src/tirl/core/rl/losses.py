@@ -20,9 +20,8 @@ API (keyword-only tensors, all ``[B,T]`` and aligned; ``mask`` is 1 on trainable
                        aggregation="token_mean", num_tokens=None, num_seqs=None)
         -> (loss, stats)   stats: "vf_clip_frac", "value_mean", "return_mean"
 
-    token_logprobs(*, logits[B,T,V], token_ids[B,T]) -> Tensor[B,T]
-    token_entropy(*, logits[B,T,V]) -> Tensor[B,T]
     entropy_from_logits(*, logits[B,T,V], mask[B,T]) -> scalar (masked mean)
+    (per-token log-probs and entropy: tirl.core.modeling.logprobs)
 
 Every loss is zero, with exactly zero gradient, on tokens where ``mask == 0`` (prompt,
 tool responses, padding): masked positions are replaced before any exp so that a garbage
@@ -40,6 +39,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from tirl.core.modeling.logprobs import token_entropy
 from tirl.core.registry import getter, registrar
 
 # Log-ratios beyond this are numerically meaningless (exp overflows float32 near 88) and
@@ -258,24 +258,7 @@ def mse_value_loss(*, values: Tensor, old_values: Tensor, returns: Tensor, mask:
     return loss, stats
 
 
-# --- log-probs and entropy from logits ---------------------------------------------------
-
-
-def token_logprobs(*, logits: Tensor, token_ids: Tensor) -> Tensor:
-    """``log softmax(logits)[b, t, token_ids[b, t]]`` as Tensor[B,T] (float32 maths).
-
-    logits: Tensor[B,T,V] already aligned with ``token_ids`` (i.e. shifted by the caller).
-    """
-    logits = logits.float()
-    picked = logits.gather(-1, token_ids.long().unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
-
-
-def token_entropy(*, logits: Tensor) -> Tensor:
-    """Entropy of the softmax of ``logits[B,T,V]`` per position, Tensor[B,T] (float32)."""
-    logits = logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
+# --- entropy from logits ------------------------------------------------------------------
 
 
 def entropy_from_logits(*, logits: Tensor, mask: Tensor) -> Tensor:
