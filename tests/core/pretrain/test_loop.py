@@ -91,15 +91,14 @@ def test_pretrain_validates_and_a_killed_run_resumes_to_the_same_weights(tmp_pat
         assert torch.equal(a, b)
 
 
-def _publish(model, tokenizer, summary, config, path):
+def _publish(model, tokenizer, summary, path):
     """A finished base directory, as the pretrain stage's builtin_base writes it."""
-    from tirl.core.config import to_dict
     from tirl.core.pretrain.card import card_files, pretraining_record
 
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    config_record = {**to_dict(config), "top_k": 3, "max_passage_tokens": None}
-    for name, text in card_files(pretraining_record({**summary, "config": config_record}, {})).items():
+    # The summary's own recipe record, as the pretrain stage writes it.
+    for name, text in card_files(pretraining_record(summary, {})).items():
         (path / name).write_text(text)
 
 
@@ -110,7 +109,7 @@ def test_a_finished_base_continued_at_a_restart_equals_the_uninterrupted_run(tmp
     whole, _, summary = L.pretrain(tiny(tmp_path / "whole", phases=[{"steps": 2}, restart]))
     cfg_a = tiny(tmp_path / "a", phases=[{"steps": 2}])
     first, tokenizer, summary_a = L.pretrain(cfg_a)
-    _publish(first, tokenizer, summary_a, cfg_a, tmp_path / "base")
+    _publish(first, tokenizer, summary_a, tmp_path / "base")
     continued, _, summary_b = L.pretrain(tiny(tmp_path / "b", phases=[{"steps": 2}, restart],
                                               continue_from=str(tmp_path / "base")))
     assert summary_b["steps"] == 5 and summary_b["tokens"] == summary["tokens"]
@@ -126,11 +125,16 @@ def test_continue_from_refuses_a_base_of_another_recipe_or_one_that_ends_off_a_r
     torch.set_num_threads(1)
     cfg = tiny(tmp_path / "a", phases=[{"steps": 2}])
     model, tokenizer, summary = L.pretrain(cfg)
-    _publish(model, tokenizer, summary, cfg, tmp_path / "base")
+    _publish(model, tokenizer, summary, tmp_path / "base")
     restart = {"steps": 1, "restart": True}
     with pytest.raises(ValueError, match=r"another recipe \(differs in \['lr'\]\)"):
         L.pretrain(tiny(tmp_path / "b", lr=1e-3, phases=[{"steps": 2}, restart],
                         continue_from=str(tmp_path / "base")))
+    # The search settings are part of the recipe: the gold chats were searched with them.
+    assert summary["config"]["top_k"] == 3 and summary["config"]["max_passage_tokens"] is None
+    with pytest.raises(ValueError, match=r"another recipe \(differs in \['top_k'\]\)"):
+        L.pretrain(tiny(tmp_path / "g", phases=[{"steps": 2}, restart],
+                        continue_from=str(tmp_path / "base")), top_k=2)
     with pytest.raises(ValueError, match="ended at step 2, where no phase with restart"):
         L.pretrain(tiny(tmp_path / "c", phases=[{"steps": 1}, {"steps": 2, "restart": True}],
                         continue_from=str(tmp_path / "base")))

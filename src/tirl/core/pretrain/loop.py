@@ -131,7 +131,15 @@ def pretrain(config: PretrainConfig, *, top_k: int = 3, max_passage_tokens: int 
             state["batch"] = 0
     meter.lap()
     model.eval()
-    return model, tokenizer, _summary(config, state, meter, len(tokenizer))
+    summary = _summary(config, state, meter, len(tokenizer))
+    summary["config"] = recipe_record(config, top_k=top_k, max_passage_tokens=max_passage_tokens)
+    return model, tokenizer, summary
+
+
+def recipe_record(config: PretrainConfig, *, top_k: int, max_passage_tokens: int | None) -> dict[str, Any]:
+    """The recipe as ``pretraining.json`` records it: the config and the search settings the
+    gold chats were searched with, which a continuation (continue_from) must match too."""
+    return {**to_dict(config), "top_k": top_k, "max_passage_tokens": max_passage_tokens}
 
 
 def _start(config: PretrainConfig, top_k: int,

@@ -11,7 +11,7 @@ import torch
 
 from tirl import tracking
 from tirl.core.agent.env import AgentConfig, Sampling
-from tirl.core.config import build_config, to_dict
+from tirl.core.config import build_config
 from tirl.core.eval.probe import check_unseen_record, reading_probe
 from tirl.core.pretrain.card import card_files, mean_probe, pretraining_record
 from tirl.core.pretrain.config import PretrainConfig
@@ -42,7 +42,7 @@ def run_pretrain(params: dict[str, Any], search: dict[str, Any]) -> tuple[dict[s
     top_k, max_passage_tokens = search_settings(search)
     model, tokenizer, summary = pretrain(config, top_k=top_k, max_passage_tokens=max_passage_tokens,
                                          on_metrics=tracking.make_metrics_logger("pretrain"))
-    summary.update({"machine": machine_description(), "config": to_dict(config)})
+    summary["machine"] = machine_description()
     return {"model": model, "tokenizer": tokenizer}, summary
 
 
