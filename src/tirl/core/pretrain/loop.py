@@ -132,13 +132,15 @@ def pretrain(config: PretrainConfig, *, top_k: int = 3, max_passage_tokens: int 
     meter.lap()
     model.eval()
     summary = _summary(config, state, meter, len(tokenizer))
-    summary["config"] = recipe_record(config, top_k=top_k, max_passage_tokens=max_passage_tokens)
+    summary["config"] = _recipe_record(config, top_k=top_k, max_passage_tokens=max_passage_tokens)
     return model, tokenizer, summary
 
 
-def recipe_record(config: PretrainConfig, *, top_k: int, max_passage_tokens: int | None) -> dict[str, Any]:
+def _recipe_record(config: PretrainConfig, *, top_k: int | None,
+                   max_passage_tokens: int | None) -> dict[str, Any]:
     """The recipe as ``pretraining.json`` records it: the config and the search settings the
-    gold chats were searched with, which a continuation (continue_from) must match too."""
+    gold chats were searched with, which a continuation (continue_from) must match too.
+    (``top_k`` None: a record written without it, which then differs.)"""
     return {**to_dict(config), "top_k": top_k, "max_passage_tokens": max_passage_tokens}
 
 
@@ -150,8 +152,7 @@ def _start(config: PretrainConfig, top_k: int,
     state = {"step": 0, "block": 0, "batch": 0, "block_phase": 0, "cycle": 0, "tokens": 0,
              "computed_tokens": 0, "seconds": 0.0, "history": [], "val": []}
     if resumed is None and config.continue_from:
-        model, tokenizer, state = _continue_state(
-            config, state, {"top_k": top_k, "max_passage_tokens": max_passage_tokens})
+        model, tokenizer, state = _continue_state(config, state, top_k, max_passage_tokens)
         return model, tokenizer, _optimizer(model, config), state
     if resumed is None:
         model, tokenizer = build_builtin_base(config, top_k)
@@ -172,8 +173,8 @@ _NOT_RECIPE = ("continue_from", "checkpoint_dir", "checkpoint_every", "resume", 
                "threads", "probe", "phases", "val_chats", "eval_every")
 
 
-def _continue_state(config: PretrainConfig, fresh: dict[str, Any],
-                    search: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+def _continue_state(config: PretrainConfig, fresh: dict[str, Any], top_k: int,
+                    max_passage_tokens: int | None) -> tuple[Any, Any, dict[str, Any]]:
     """Model, tokenizer and progress of the finished base ``continue_from``, checked to be a
     prefix of this recipe that ends where a restart phase begins (ValueError otherwise)."""
     path = Path(config.continue_from) / PRETRAINING_FILE
@@ -190,7 +191,9 @@ def _continue_state(config: PretrainConfig, fresh: dict[str, Any],
     fields = {f.name for f in dataclasses.fields(PretrainConfig)}
     recorded = build_config(PretrainConfig, {k: v for k, v in record["config"].items() if k in fields},
                             f"{path}:config")
-    mine, theirs = {**to_dict(config), **search}, {**to_dict(recorded), **{k: record["config"].get(k) for k in search}}
+    mine = _recipe_record(config, top_k=top_k, max_passage_tokens=max_passage_tokens)
+    theirs = _recipe_record(recorded, top_k=record["config"].get("top_k"),
+                            max_passage_tokens=record["config"].get("max_passage_tokens"))
     differ = sorted(k for k in mine if k not in _NOT_RECIPE and mine[k] != theirs[k])
     if differ or recorded.phases != config.phases[:restarts[0]]:
         raise ValueError(f"pretrain.continue_from: {path} was trained with another recipe "
