@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_trl import matmul_peak  # noqa: E402
 
 from tirl.core.modeling.trainable import set_trainable  # noqa: E402
-from tirl.core.rl.batch import token_logprobs  # noqa: E402
+from tirl.core.rl.batch import model_token_logprobs  # noqa: E402
 from tirl.datasets.hf_model import HFModelDataset  # noqa: E402
 
 
@@ -54,8 +54,8 @@ def timed(model: torch.nn.Module, *, batch: int, length: int, reps: int, bf16: b
         ids = torch.randint(3, vocab, (batch, length), generator=gen)
         t = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logp, _ = token_logprobs(model, input_ids=ids, attention_mask=torch.ones_like(ids),
-                                     logits_chunk=1024)
+            logp, _ = model_token_logprobs(model, input_ids=ids, attention_mask=torch.ones_like(ids),
+                                           logits_chunk=1024)
         logp.float().mean().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

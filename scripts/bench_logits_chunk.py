@@ -33,7 +33,7 @@ def child(chunk: int | None, layers: int, rows: int, width: int, threads: int) -
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tirl.core.rl.batch import token_logprobs
+    from tirl.core.rl.batch import model_token_logprobs
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -45,8 +45,8 @@ def child(chunk: int | None, layers: int, rows: int, width: int, threads: int) -
     mask = torch.ones_like(ids)
     before = _rss_mb()
     t0 = time.perf_counter()
-    lp, ent = token_logprobs(model, input_ids=ids, attention_mask=mask, with_entropy=True,
-                             logits_chunk=chunk)
+    lp, ent = model_token_logprobs(model, input_ids=ids, attention_mask=mask, with_entropy=True,
+                                   logits_chunk=chunk)
     lp.sum().backward()
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

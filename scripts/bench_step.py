@@ -30,13 +30,13 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_trl import matmul_peak  # noqa: E402
 
-from tirl.core.rl.batch import token_logprobs  # noqa: E402
+from tirl.core.rl.batch import model_token_logprobs  # noqa: E402
 from tirl.datasets.hf_model import HFModelDataset  # noqa: E402
 
 
 def step(model: torch.nn.Module, ids: torch.Tensor) -> None:
     # The trainer's own log-prob function: the pass the RL update runs, minus its losses.
-    logp, _ = token_logprobs(model, input_ids=ids, attention_mask=torch.ones_like(ids))
+    logp, _ = model_token_logprobs(model, input_ids=ids, attention_mask=torch.ones_like(ids))
     logp.sum().backward()
     model.zero_grad(set_to_none=True)
 

@@ -16,7 +16,7 @@ def test_format_tool_call_is_exact_json_between_tags():
 
 
 def test_format_answer_and_think():
-    assert P.format_answer("1888") == "<answer>1888</answer>"
+    assert P.format_answer("1888") == "<answer> 1888</answer>"
     assert P.format_think("x") == "<think>x</think>"
 
 

@@ -34,7 +34,7 @@ def test_bridge_plan_becomes_two_calls_then_answer():
         {"role": "assistant", "content":
             '<tool_call>\n{"name": "search", "arguments": {"query": "Norvale"}}\n</tool_call>'},
         {"role": "tool", "content": "Doc 1 (Title: Norvale) about Norvale"},
-        {"role": "assistant", "content": "<answer>Ostland</answer>"},
+        {"role": "assistant", "content": "<answer> Ostland</answer>"},
     ]
 
 
@@ -57,7 +57,7 @@ def test_only_requested_splits_and_fallback_for_external_questions():
     assert gold["question_id"].tolist() == ["t", "e"]  # test split skipped; "n" has no answer
     ext = json.loads(gold.iloc[1]["messages"])
     assert '"query": "who wrote x"' in ext[1]["content"]
-    assert ext[-1]["content"] == "<answer>Y</answer>"
+    assert ext[-1]["content"] == "<answer> Y</answer>"
     assert all(m["role"] != "system" for m in ext)
 
 

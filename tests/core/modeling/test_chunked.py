@@ -10,7 +10,7 @@ import torch
 
 from tirl.core.modeling import chunked
 from tirl.core.modeling import prefix as P
-from tirl.core.rl.batch import token_logprobs
+from tirl.core.rl.batch import model_token_logprobs
 
 VOCAB, CHUNK = 1000, 7
 
@@ -58,9 +58,9 @@ def test_logprobs_entropy_and_gradients_equal_the_full_logits(llama, p, share, e
     full_model, chunk_model = copy.deepcopy(llama), copy.deepcopy(llama)
     values = {}
     for name, model, chunk in (("full", full_model, None), ("chunked", chunk_model, CHUNK)):
-        lp, ent = token_logprobs(model, input_ids=ids, attention_mask=mask, with_entropy=True,
-                                 entropy_grad=entropy_grad, needed=needed if share else None,
-                                 logits_chunk=chunk)
+        lp, ent = model_token_logprobs(model, input_ids=ids, attention_mask=mask, with_entropy=True,
+                                       entropy_grad=entropy_grad, needed=needed if share else None,
+                                       logits_chunk=chunk)
         loss = (lp * needed).sum() + ((ent * needed).sum() if entropy_grad else 0.0)
         loss.backward()
         values[name] = (lp * needed, ent * needed, ent.requires_grad)
@@ -78,8 +78,8 @@ def test_prefix_once_hidden_states_give_the_plain_forward_logits(llama):
     assert start == 19
     logits = llama(input_ids=ids, attention_mask=mask).logits[:, :-1]
     with torch.no_grad():
-        lp, _ = token_logprobs(llama, input_ids=ids, attention_mask=mask, needed=needed,
-                               logits_chunk=CHUNK)
+        lp, _ = model_token_logprobs(llama, input_ids=ids, attention_mask=mask, needed=needed,
+                                     logits_chunk=CHUNK)
     picked = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
     keep = mask[:, 1:].bool()[:, start:]
     _close(llama.get_output_embeddings()(hidden)[keep], logits[:, start:][keep], atol=1e-5)
@@ -116,8 +116,8 @@ def test_the_head_never_sees_more_than_chunk_tokens_positions(llama, p):
     model = copy.deepcopy(llama)
     rows, hook = _head_rows(model)
     try:
-        lp, ent = token_logprobs(model, input_ids=ids, attention_mask=mask, with_entropy=True,
-                                 entropy_grad=True, needed=needed, logits_chunk=CHUNK)
+        lp, ent = model_token_logprobs(model, input_ids=ids, attention_mask=mask, with_entropy=True,
+                                       entropy_grad=True, needed=needed, logits_chunk=CHUNK)
         ((lp + ent) * needed).sum().backward()
         rl_rows = list(rows)
         P.lm_loss(model, ids, mask, weights, logits_chunk=CHUNK).backward()
@@ -135,8 +135,8 @@ def test_the_head_never_sees_more_than_chunk_tokens_positions(llama, p):
 def test_no_needed_position_still_gives_a_graph(llama):
     ids, mask, needed, _ = _batch(20)
     model = copy.deepcopy(llama)
-    lp, _ = token_logprobs(model, input_ids=ids, attention_mask=mask, needed=needed * 0,
-                           logits_chunk=CHUNK)
+    lp, _ = model_token_logprobs(model, input_ids=ids, attention_mask=mask, needed=needed * 0,
+                                 logits_chunk=CHUNK)
     assert not lp.any()
     lp.sum().backward()  # a placeholder micro-batch's zero loss still backpropagates
     assert all(g is None or not g.any() for g in (q.grad for q in model.parameters()))
@@ -157,8 +157,8 @@ def test_a_softcapped_head_falls_back_to_the_full_logits():
     ids, mask, needed, _ = _batch(0)
     rows, hook = _head_rows(model)
     with torch.no_grad():
-        got, _ = token_logprobs(model, input_ids=ids, attention_mask=mask, logits_chunk=CHUNK)
-        want, _ = token_logprobs(model, input_ids=ids, attention_mask=mask)
+        got, _ = model_token_logprobs(model, input_ids=ids, attention_mask=mask, logits_chunk=CHUNK)
+        want, _ = model_token_logprobs(model, input_ids=ids, attention_mask=mask)
     hook.remove()
     _close(got, want)
     assert max(rows) == ids.numel()  # the full forward: every position at once

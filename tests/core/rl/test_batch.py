@@ -40,12 +40,12 @@ def test_token_budget_split_covers_each_row_once_within_budget():
 
 
 @pytest.mark.parametrize("same_start", [False, True])
-def test_token_logprobs_with_the_shared_prompt_run_once_equal_the_full_forward(tiny_model,
+def test_model_token_logprobs_with_the_shared_prompt_run_once_equal_the_full_forward(tiny_model,
                                                                               same_start):
     """``needed`` runs the rows' shared prefix once; the log-probs and entropies the loss
     reads are those of the full forward, also when the rows' first sampled tokens agree too
     (the shared prefix is then capped before the first needed target)."""
-    from tirl.core.rl.batch import token_logprobs
+    from tirl.core.rl.batch import model_token_logprobs
 
     vocab, rows, width, prompt = tiny_model.config.vocab_size, 4, 48, 20
     g = torch.Generator().manual_seed(0)
@@ -57,10 +57,10 @@ def test_token_logprobs_with_the_shared_prompt_run_once_equal_the_full_forward(t
     attention = (torch.arange(width)[None] < lens[:, None]).long()
     needed = attention[:, 1:].clone()
     needed[:, :prompt - 1] = 0  # targets 1..prompt-1 are the prompt: never trained on
-    full, full_ent = token_logprobs(tiny_model, input_ids=ids, attention_mask=attention,
-                                    with_entropy=True)
-    shared, shared_ent = token_logprobs(tiny_model, input_ids=ids, attention_mask=attention,
-                                        with_entropy=True, needed=needed)
+    full, full_ent = model_token_logprobs(tiny_model, input_ids=ids, attention_mask=attention,
+                                          with_entropy=True)
+    shared, shared_ent = model_token_logprobs(tiny_model, input_ids=ids, attention_mask=attention,
+                                              with_entropy=True, needed=needed)
     read = needed.bool()
     assert shared.shape == full.shape
     assert torch.allclose(full[read], shared[read], atol=1e-5)

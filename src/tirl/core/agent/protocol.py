@@ -161,12 +161,17 @@ def format_tool_call(name: str, arguments: Mapping[str, Any]) -> str:
 
 
 def format_answer(text: str) -> str:
-    """The exact assistant text of a final answer.
+    """The exact assistant text of a final answer (gold chats write answers this way).
+
+    The space after the tag makes the answer's first word the token it is in a passage:
+    the byte-level tokenizer keeps a space in front of a lowercase word ("Ġnovelist"), so
+    ``<answer>novelist`` would have to be spelt from other tokens instead of copied. The
+    parser strips it (docs/protocol.md).
 
     >>> format_answer("Paris")
-    '<answer>Paris</answer>'
+    '<answer> Paris</answer>'
     """
-    return f"{ANSWER_OPEN}{text}{ANSWER_CLOSE}"
+    return f"{ANSWER_OPEN} {text}{ANSWER_CLOSE}"
 
 
 def format_think(text: str) -> str:

@@ -8,7 +8,7 @@ template, so the stored chat stays valid whatever prompt or tool set is configur
     assistant  <tool_call>\n{"name": "search", "arguments": {"query": "..."}}\n</tool_call>
     tool       <search(query) text>
     ...        (one call + response per planned query)
-    assistant  <answer>ANSWER</answer>
+    assistant  <answer> ANSWER</answer>
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from tirl.core.agent.protocol import format_answer
 from tirl.core.types import GOLD_COLUMNS, Message
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,6 @@ def tool_call_text(query: str, name: str = SEARCH_TOOL_NAME) -> str:
         "\n</tool_call>"
 
 
-def answer_text(answer: str) -> str:
-    """The final assistant turn. ``answer_text("Paris") == "<answer>Paris</answer>"``."""
-    return f"<answer>{answer}</answer>"
-
-
 def gold_messages(question: str, queries: Iterable[str], answer: str,
                   search: Callable[[str], str]) -> list[Message]:
     """The gold chat for one question (no system message)."""
@@ -51,7 +47,7 @@ def gold_messages(question: str, queries: Iterable[str], answer: str,
     for query in queries:
         messages.append({"role": "assistant", "content": tool_call_text(query)})
         messages.append({"role": "tool", "content": search(query)})
-    messages.append({"role": "assistant", "content": answer_text(answer)})
+    messages.append({"role": "assistant", "content": format_answer(answer)})
     return messages
 
 

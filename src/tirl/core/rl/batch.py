@@ -131,11 +131,11 @@ def token_budget_split(lengths: torch.Tensor, rows: torch.Tensor,
     return out
 
 
-def token_logprobs(model: torch.nn.Module, *, input_ids: torch.Tensor,
-                   attention_mask: torch.Tensor, with_entropy: bool = False,
-                   entropy_grad: bool = False, needed: torch.Tensor | None = None,
-                   logits_chunk: int | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def model_token_logprobs(model: torch.nn.Module, *, input_ids: torch.Tensor,
+                         attention_mask: torch.Tensor, with_entropy: bool = False,
+                         entropy_grad: bool = False, needed: torch.Tensor | None = None,
+                         logits_chunk: int | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities of the next tokens under ``model``, from one forward pass.
 
     Args: input_ids, attention_mask: [N, T]. ``with_entropy``: also the entropy of the

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from tirl.core.rl.advantages import get_advantage_estimator
-from tirl.core.rl.batch import Batch, collate, token_budget_split, token_logprobs
+from tirl.core.rl.batch import Batch, collate, model_token_logprobs, token_budget_split
 from tirl.core.rl.config import TrainConfig
 from tirl.core.rl.dist import global_max, global_sum, no_sync
 from tirl.core.rl.kl import get_kl_estimator
@@ -56,7 +56,7 @@ class Modules:
     critic: torch.nn.Module | None
     reference: torch.nn.Module | None
     optimizer: torch.optim.Optimizer
-    #: Run the prompt that a micro-batch's rows share once (batch.token_logprobs ``needed``).
+    #: Run the prompt that a micro-batch's rows share once (batch.model_token_logprobs ``needed``).
     #: Single-process only: FSDP and DDP expect the same forward calls on every process.
     share_prefix: bool = False
 
@@ -140,15 +140,15 @@ def _no_grad_passes(config: TrainConfig, acc: Any, modules: Modules, batch: Batc
             sub = batch.select(idx)
             width = sub.loss_mask.shape[1]
             if not single_pass:
-                old[idx, :width] = token_logprobs(modules.policy, input_ids=sub.input_ids,
-                                                  attention_mask=sub.attention_mask,
-                                                  needed=_needed(modules, sub),
-                                                  logits_chunk=config.logits_chunk)[0]
+                old[idx, :width] = model_token_logprobs(modules.policy, input_ids=sub.input_ids,
+                                                        attention_mask=sub.attention_mask,
+                                                        needed=_needed(modules, sub),
+                                                        logits_chunk=config.logits_chunk)[0]
             if modules.reference is not None:
-                ref[idx, :width] = token_logprobs(modules.reference, input_ids=sub.input_ids,
-                                                  attention_mask=sub.attention_mask,
-                                                  needed=_needed(modules, sub),
-                                                  logits_chunk=config.logits_chunk)[0]
+                ref[idx, :width] = model_token_logprobs(modules.reference, input_ids=sub.input_ids,
+                                                        attention_mask=sub.attention_mask,
+                                                        needed=_needed(modules, sub),
+                                                        logits_chunk=config.logits_chunk)[0]
             if modules.critic is not None:
                 vals[idx, :width] = modules.critic(
                     input_ids=sub.input_ids, attention_mask=sub.attention_mask)[:, :-1].float()
@@ -224,11 +224,11 @@ def _micro_loss(config: TrainConfig, device: torch.device, modules: Modules, sub
     minibatch's trainable tokens per process); its additions to the update's sums; its
     trainable tokens."""
     with _autocast(config, device):
-        lp, ent = token_logprobs(modules.policy, input_ids=sub.input_ids,
-                                 attention_mask=sub.attention_mask, with_entropy=True,
-                                 entropy_grad=config.entropy_coef > 0,
-                                 needed=_needed(modules, sub),
-                                 logits_chunk=config.logits_chunk)
+        lp, ent = model_token_logprobs(modules.policy, input_ids=sub.input_ids,
+                                       attention_mask=sub.attention_mask, with_entropy=True,
+                                       entropy_grad=config.entropy_coef > 0,
+                                       needed=_needed(modules, sub),
+                                       logits_chunk=config.logits_chunk)
         mask, tokens = sub.loss_mask, float(sub.loss_mask.sum())
         old_lp = sub.old_logprobs
         if old_lp is None:  # one pass over one minibatch: see _no_grad_passes
