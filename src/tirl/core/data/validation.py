@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tirl.core.agent.protocol import ANSWER_CLOSE, ANSWER_OPEN, TOOL_CALL_OPEN
 from tirl.core.data.loaders import row_origins
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,9 @@ def derive_gold(df: pd.DataFrame, question_ids: Sequence[str] | None = None) -> 
         n.append(len(msgs))
         first.append(msgs[0]["role"] if msgs else "")
         last = msgs[-1] if msgs else {"role": "", "content": ""}
-        ends.append(last["role"] == "assistant" and last["content"].startswith("<answer>")
-                    and last["content"].endswith("</answer>"))
-        calls.append(sum(m["role"] == "assistant" and "<tool_call>" in m["content"]
+        ends.append(last["role"] == "assistant" and last["content"].startswith(ANSWER_OPEN)
+                    and last["content"].endswith(ANSWER_CLOSE))
+        calls.append(sum(m["role"] == "assistant" and TOOL_CALL_OPEN in m["content"]
                          for m in msgs))
     out["messages_ok"], out["n_messages"], out["first_role"] = ok, n, first
     out["ends_with_answer"], out["n_tool_calls"] = ends, calls

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from tirl.core.agent.protocol import GENERATION_PROMPT, IM_END, default_tools, render_text
+from tirl.core.agent.protocol import (ANSWER_OPEN, GENERATION_PROMPT, IM_END, default_tools,
+                                      render_text)
 from tirl.core.data.chats import chats_with_qtype, passage_texts
 from tirl.core.data.gold import searched_gold_trajectories
 from tirl.core.modeling.factory import render_chats_as_text
@@ -121,7 +122,7 @@ class ChatEncoder:
             turns = []
             for (start, end), msg in zip(spans, kinds):
                 roles[start:end] = [ASSISTANT] * (end - start)
-                turns.append(("answer" if "<answer>" in msg["content"] else "query", start, end))
+                turns.append(("answer" if ANSWER_OPEN in msg["content"] else "query", start, end))
             out.append(WeightedExample(ids, roles, turns, qtype))
         return out
 
