@@ -6,6 +6,8 @@ import json
 
 import pandas as pd
 
+from tirl.core.agent.parsers import parse
+from tirl.core.agent.protocol import format_tool_call
 from tirl.core.data.gold import answer_coverage, build_gold_trajectories, tool_call_text
 from tirl.core.types import GOLD_COLUMNS, QUESTION_COLUMNS
 
@@ -38,11 +40,16 @@ def test_bridge_plan_becomes_two_calls_then_answer():
     ]
 
 
-def test_tool_call_json_uses_default_separators_and_escapes():
-    text = tool_call_text('say "hi"')
-    body = text.split("\n")[1]
-    assert body == json.dumps({"name": "search", "arguments": {"query": 'say "hi"'}})
-    assert json.loads(body)["arguments"]["query"] == 'say "hi"'
+def test_tool_call_is_the_protocol_spelling_and_parses_back():
+    for query in ('say "hi"', "Zoë Ørsted"):
+        text = tool_call_text(query)
+        assert text == format_tool_call("search", {"query": query})
+        body = text.split("\n")[1]
+        assert json.loads(body)["arguments"]["query"] == query
+        turn = parse(text)
+        assert [c.arguments["query"] for c in turn.tool_calls] == [query]
+    # Non-ASCII is written as is, so the query is a plain copy of the question's entity.
+    assert "Zoë Ørsted" in tool_call_text("Zoë Ørsted")
 
 
 def test_only_requested_splits_and_fallback_for_external_questions():

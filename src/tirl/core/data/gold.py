@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from tirl.core.agent.protocol import format_answer
+from tirl.core.agent.protocol import format_answer, format_tool_call
 from tirl.core.types import GOLD_COLUMNS, Message
 
 log = logging.getLogger(__name__)
@@ -28,16 +28,20 @@ log = logging.getLogger(__name__)
 SEARCH_TOOL_NAME = "search"
 
 
-def tool_call_text(query: str, name: str = SEARCH_TOOL_NAME) -> str:
-    """The assistant turn that calls ``search(query)``, in the Hermes/Qwen2.5 convention.
+def tool_call_text(query: str) -> str:
+    """The assistant turn that calls ``search(query)``: the protocol's one spelling of a tool
+    call (:func:`tirl.core.agent.protocol.format_tool_call`).
 
-    >>> print(tool_call_text("Ada Lovelace"))
+    Non-ASCII characters are written as they are, not ``\\u`` escaped, so the query is a
+    plain copy of the question's entity (the copy the agent must learn) and equals what
+    the rollout's own rendering writes.
+
+    >>> print(tool_call_text("Zoë Ørsted"))
     <tool_call>
-    {"name": "search", "arguments": {"query": "Ada Lovelace"}}
+    {"name": "search", "arguments": {"query": "Zoë Ørsted"}}
     </tool_call>
     """
-    return "<tool_call>\n" + json.dumps({"name": name, "arguments": {"query": query}}) + \
-        "\n</tool_call>"
+    return format_tool_call(SEARCH_TOOL_NAME, {"query": query})
 
 
 def gold_messages(question: str, queries: Iterable[str], answer: str,
