@@ -8,7 +8,7 @@ import pandas as pd
 
 from tirl.core.agent.parsers import parse
 from tirl.core.agent.protocol import format_tool_call
-from tirl.core.data.gold import answer_coverage, build_gold_trajectories, tool_call_text
+from tirl.core.data.gold import answer_coverage, build_gold_trajectories, gold_messages
 from tirl.core.types import GOLD_COLUMNS, QUESTION_COLUMNS
 
 
@@ -42,14 +42,14 @@ def test_bridge_plan_becomes_two_calls_then_answer():
 
 def test_tool_call_is_the_protocol_spelling_and_parses_back():
     for query in ('say "hi"', "Zoë Ørsted"):
-        text = tool_call_text(query)
+        text = gold_messages("q?", [query], "a", fake_search)[1]["content"]
         assert text == format_tool_call("search", {"query": query})
         body = text.split("\n")[1]
         assert json.loads(body)["arguments"]["query"] == query
         turn = parse(text)
         assert [c.arguments["query"] for c in turn.tool_calls] == [query]
     # Non-ASCII is written as is, so the query is a plain copy of the question's entity.
-    assert "Zoë Ørsted" in tool_call_text("Zoë Ørsted")
+    assert "Zoë Ørsted" in gold_messages("q?", ["Zoë Ørsted"], "a", fake_search)[1]["content"]
 
 
 def test_only_requested_splits_and_fallback_for_external_questions():

@@ -28,28 +28,18 @@ log = logging.getLogger(__name__)
 SEARCH_TOOL_NAME = "search"
 
 
-def tool_call_text(query: str) -> str:
-    """The assistant turn that calls ``search(query)``: the protocol's one spelling of a tool
-    call (:func:`tirl.core.agent.protocol.format_tool_call`).
-
-    Non-ASCII characters are written as they are, not ``\\u`` escaped, so the query is a
-    plain copy of the question's entity (the copy the agent must learn) and equals what
-    the rollout's own rendering writes.
-
-    >>> print(tool_call_text("Zoë Ørsted"))
-    <tool_call>
-    {"name": "search", "arguments": {"query": "Zoë Ørsted"}}
-    </tool_call>
-    """
-    return format_tool_call(SEARCH_TOOL_NAME, {"query": query})
-
-
 def gold_messages(question: str, queries: Iterable[str], answer: str,
                   search: Callable[[str], str]) -> list[Message]:
-    """The gold chat for one question (no system message)."""
+    """The gold chat for one question (no system message).
+
+    Tool calls and the answer are the protocol's own spellings (``format_tool_call``,
+    ``format_answer``): non-ASCII is written as is, not ``\\u`` escaped, so a query is a plain
+    copy of the question's entity, as the rollout's rendering writes it.
+    """
     messages: list[Message] = [{"role": "user", "content": question}]
     for query in queries:
-        messages.append({"role": "assistant", "content": tool_call_text(query)})
+        call = format_tool_call(SEARCH_TOOL_NAME, {"query": query})
+        messages.append({"role": "assistant", "content": call})
         messages.append({"role": "tool", "content": search(query)})
     messages.append({"role": "assistant", "content": format_answer(answer)})
     return messages
